@@ -1,0 +1,29 @@
+"""Architectures by name; a new one is a function (x, config, num_classes) -> outputs."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from .cnn import cnn_head
+from .config import ModelConfig
+from .fcn import fcn_head
+from .scaling import scaling_layer
+
+ARCHITECTURES = {"cnn": cnn_head, "fcn": fcn_head}
+
+
+def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int,
+                scaling: tuple[str, np.ndarray | None, np.ndarray | None] = ("unit", None, None)) -> keras.Model:
+    """An uncompiled model taking uint8 (or float) images of input_shape."""
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {config.arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if num_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {num_classes}")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = scaling_layer(*scaling)(inputs)
+    outputs = ARCHITECTURES[config.arch](x, config, num_classes)
+    return keras.Model(inputs, outputs, name=config.arch)
+
+
+def count_trainable(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))

@@ -1,0 +1,178 @@
+"""Decode-and-resize once into an on-disk uint8 cache shared by every trial and worker.
+
+One cache entry per (data set fingerprint, split, size, color, mask): a raw file of
+N*H*W*C bytes plus meta.json. It is built under an exclusive file lock into a temporary
+folder and renamed into place, so concurrent workers neither duplicate the work nor see
+half an entry. Reads use pread, not mmap: mapped pages would count in each worker's
+resident memory as an epoch touches them, and page-cache reads do not.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .config import PreprocessConfig
+from .dataset import ImageSet
+from .errors import DataError
+from .images import UnreadableImage, load_image
+
+log = logging.getLogger("bloodsearch.cache")
+CACHE_VERSION = 1
+ENV_CACHE_DIR = "BLOODSEARCH_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bloodsearch"
+
+
+def cache_key(image_set: ImageSet, config: PreprocessConfig) -> str:
+    parts = [CACHE_VERSION, image_set.fingerprint, image_set.name, config.size_text, config.color, config.mask]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
+
+
+@dataclass
+class ImageCache:
+    """Read access to one cache entry. Cheap to open; safe to read from many threads."""
+
+    path: Path
+    image_set: ImageSet
+    config: PreprocessConfig
+    valid: np.ndarray = field(repr=False)
+    unreadable: list[dict] = field(repr=False)
+    _fd: int | None = field(default=None, repr=False)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (*self.config.size, self.config.channels)
+
+    @property
+    def image_bytes(self) -> int:
+        h, w, c = self.image_shape
+        return h * w * c
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.image_set.labels
+
+    def __len__(self) -> int:
+        return len(self.image_set)
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path / "images.u8", os.O_RDONLY)
+        return self._fd
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """(len(indices), H, W, C) uint8, in the order given."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(indices), *self.image_shape), dtype=np.uint8)
+        fd, nbytes = self._file(), self.image_bytes
+        flat = out.reshape(len(indices), nbytes)
+        for row, i in enumerate(indices):
+            got = os.preadv(fd, [flat[row]], int(i) * nbytes)
+            if got != nbytes:
+                raise DataError(f"cache file {self.path / 'images.u8'} is short; delete {self.path} to rebuild it")
+        return out
+
+    def chunks(self, indices: np.ndarray, size: int = 256) -> Iterator[np.ndarray]:
+        for start in range(0, len(indices), size):
+            yield self.read(indices[start:start + size])
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __getstate__(self):
+        # A file descriptor means nothing in another process; reopen lazily there.
+        return {**self.__dict__, "_fd": None}
+
+
+def _open(path: Path, image_set: ImageSet, config: PreprocessConfig) -> ImageCache:
+    meta = json.loads((path / "meta.json").read_text())
+    return ImageCache(path, image_set, config, np.asarray(meta["valid"], dtype=bool), meta["unreadable"])
+
+
+def _decode_all(image_set: ImageSet, config: PreprocessConfig, out_file, workers: int,
+                progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, list[dict]]:
+    valid = np.ones(len(image_set), dtype=bool)
+    unreadable: list[dict] = []
+    blank = np.zeros((*config.size, config.channels), dtype=np.uint8)
+
+    def decode(i: int) -> np.ndarray | UnreadableImage:
+        try:
+            return load_image(image_set.path(i), config)
+        except UnreadableImage as exc:
+            return exc
+
+    # Pillow and OpenCV release the GIL while decoding, resizing and thresholding, so
+    # threads use every core without pickling images between processes.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, result in enumerate(pool.map(decode, range(len(image_set)), chunksize=16)):
+            if isinstance(result, UnreadableImage):
+                valid[i] = False
+                unreadable.append({"file": image_set.files[i], "error": str(result)})
+                log.warning("skipping unreadable image %s", result)
+                result = blank
+            out_file.write(result.tobytes())
+            if progress and (i + 1) % 500 == 0:
+                progress(i + 1, len(image_set))
+    return valid, unreadable
+
+
+def build_cache(image_set: ImageSet, config: PreprocessConfig, cache_dir: str | os.PathLike | None = None,
+                workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> ImageCache:
+    """Open the cache entry for this split and config, building it first if needed."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    images_dir = root / "images"
+    try:
+        images_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cache dir {root} is not writable ({exc.strerror})") from None
+    key = cache_key(image_set, config)
+    final = images_dir / key
+    if (final / "meta.json").exists():
+        return _open(final, image_set, config)
+    with open(images_dir / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # others wait here, then find the finished entry
+        if (final / "meta.json").exists():
+            return _open(final, image_set, config)
+        for stale in images_dir.glob(f"{key}.tmp*"):  # left by a builder that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = images_dir / f"{key}.tmp{os.getpid()}"
+        tmp.mkdir()
+        started = time.perf_counter()
+        with open(tmp / "images.u8", "wb") as f:
+            valid, unreadable = _decode_all(image_set, config, f, workers or os.cpu_count() or 1, progress)
+            f.flush()
+            os.fsync(f.fileno())
+        if not valid.any():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"no readable images in {image_set.where}")
+        meta = {
+            "version": CACHE_VERSION, "key": key, "split": image_set.name,
+            "fingerprint": image_set.fingerprint, "config": config.to_dict(),
+            "shape": [len(image_set), *config.size, config.channels],
+            "classes": list(image_set.classes), "files": list(image_set.files),
+            "valid": valid.tolist(), "unreadable": unreadable,
+            "build_seconds": round(time.perf_counter() - started, 3),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        os.rename(tmp, final)
+    if unreadable:
+        log.warning("%d unreadable image(s) skipped in %s", len(unreadable), image_set.where)
+    return _open(final, image_set, config)

@@ -1,0 +1,35 @@
+"""tf.data batches streamed from an ImageCache: uint8 images, int32 labels.
+
+Only indices are shuffled (a buffer of N integers); images are read per batch with
+pread, so memory holds a few prefetched batches whatever the data set or resolution.
+Scaling happens inside the model, so batches stay uint8 (4x less to move than float32).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from .cache import ImageCache
+
+
+def make_batches(cache: ImageCache, indices: np.ndarray, batch_size: int, shuffle: bool = False,
+                 seed: int | None = None) -> tf.data.Dataset:
+    indices = np.asarray(indices, dtype=np.int64)
+    labels = cache.labels.astype(np.int32)
+    h, w, c = cache.image_shape
+
+    def read(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return cache.read(idx), labels[idx]
+
+    def read_op(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images, y = tf.numpy_function(read, [idx], (tf.uint8, tf.int32), stateful=False)
+        images.set_shape((None, h, w, c))
+        y.set_shape((None,))
+        return images, y
+
+    ds = tf.data.Dataset.from_tensor_slices(indices)
+    if shuffle:
+        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(read_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,54 @@
+"""Tiny synthetic image sets whose classes a tiny model can tell apart.
+
+Each class draws a dark shape of its own on a light, noisy background; files are named
+`_<k>_<n>.<ext>` like the public set, so several files share an original cell k.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+
+
+def draw(cls: int, rng: np.random.Generator, size: tuple[int, int] = (24, 32)) -> np.ndarray:
+    """(H, W, 3) uint8: class 0 a disc, 1 a square, 2 a horizontal bar, 3 a vertical bar."""
+    h, w = size
+    img = rng.normal(210, 12, (h, w, 3)).clip(0, 255)
+    cy, cx = h // 2 + rng.integers(-2, 3), w // 2 + rng.integers(-2, 3)
+    yy, xx = np.mgrid[:h, :w]
+    r = min(h, w) // 4
+    shapes = [
+        (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r,
+        (abs(yy - cy) <= r) & (abs(xx - cx) <= r),
+        (abs(yy - cy) <= r // 3) & (abs(xx - cx) <= 2 * r),
+        (abs(yy - cy) <= 2 * r) & (abs(xx - cx) <= r // 3),
+    ]
+    colour = np.array([90, 40, 140]) + rng.integers(-15, 16, 3)
+    img[shapes[cls % len(shapes)]] = colour
+    return img.astype(np.uint8)
+
+
+def make_image_set(root: Path, cells_per_class: int = 6, copies: int = 3, classes=CLASSES,
+                   size: tuple[int, int] = (24, 32), seed: int = 0, ext: str = ".png") -> Path:
+    """Write <root>/<CLASS>/_<k>_<n><ext>; returns root."""
+    rng = np.random.default_rng(seed)
+    n = 0
+    for ci, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(cells_per_class):
+            for _ in range(copies):
+                Image.fromarray(draw(ci, rng, size)).save(folder / f"_{k}_{n}{ext}")
+                n += 1
+    return root
+
+
+def make_split_dataset(root: Path, cells_per_class: int = 6, copies: int = 3, test_cells: int = 2,
+                       classes=CLASSES, size: tuple[int, int] = (24, 32), seed: int = 0) -> Path:
+    """The public set's layout: TRAIN/<CLASS>/, TEST/<CLASS>/ with disjoint cells."""
+    make_image_set(root / "TRAIN", cells_per_class, copies, classes, size, seed)
+    make_image_set(root / "TEST", test_cells, copies, classes, size, seed + 1)
+    return root

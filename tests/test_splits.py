@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from preprocessing import DataError, load_dataset, validation_split
+
+
+def test_no_cell_on_both_sides_and_every_class_validated(tmp_path):
+    from synthetic import make_split_dataset
+
+    data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=10, copies=4))
+    split = validation_split(data.train, fraction=0.2, seed=3)
+    train_groups = {data.train.groups[i] for i in split.train}
+    val_groups = {data.train.groups[i] for i in split.val}
+    assert not train_groups & val_groups
+    assert len(split.train) + len(split.val) == len(data.train)
+    assert all(side["cells"] >= 1 for side in split.report["val"].values())
+    assert sum(v["cells"] for v in split.report["val"].values()) == len(val_groups)
+
+
+def test_deterministic_for_a_seed(split_dataset):
+    data = load_dataset(split_dataset)
+    a, b = validation_split(data.train, seed=1), validation_split(data.train, seed=1)
+    assert np.array_equal(a.val, b.val)
+    others = [validation_split(data.train, seed=s).val for s in range(2, 8)]
+    assert any(not np.array_equal(a.val, o) for o in others)
+
+
+def test_unreadable_files_are_left_out(split_dataset):
+    data = load_dataset(split_dataset)
+    valid = np.ones(len(data.train), bool)
+    valid[[0, 5]] = False
+    split = validation_split(data.train, valid=valid)
+    assert not {0, 5} & set(split.train.tolist() + split.val.tolist())
+
+
+def test_too_few_cells_is_a_clear_error(tmp_path):
+    from synthetic import make_split_dataset
+
+    data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=1, copies=2, classes=("A", "B")))
+    with pytest.raises(DataError, match="only 2 original cells"):
+        validation_split(data.train, fraction=0.2)
