@@ -2,8 +2,17 @@
 
     model = build_model(ModelConfig("fcn", kernels=(2,)*5), input_shape=(120, 160, 3),
                         num_classes=4, scaling=("channel", mean, std))
+
+ModelConfig imports without TensorFlow, so processes that only plan trials stay small.
 """
 from .config import ModelConfig
-from .registry import ARCHITECTURES, build_model, count_trainable
 
 __all__ = ["ModelConfig", "ARCHITECTURES", "build_model", "count_trainable"]
+
+
+def __getattr__(name: str):
+    if name in ("ARCHITECTURES", "build_model", "count_trainable"):
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(name)

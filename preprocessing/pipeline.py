@@ -6,10 +6,34 @@ Scaling happens inside the model, so batches stay uint8 (4x less to move than fl
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 import numpy as np
 import tensorflow as tf
 
 from .cache import ImageCache
+
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _release_batch_buffers_to_the_os() -> None:
+    """Keep a process's memory flat across epochs.
+
+    glibc raises its mmap threshold after the first large buffer is freed, so every later
+    batch (7 MB at 120x160, 29 MB at 240x320) comes from the heap and freed batches stay
+    resident: measured here, +300 MB after 4 epochs. A fixed threshold stops that.
+    """
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+_release_batch_buffers_to_the_os()
 
 
 def make_batches(cache: ImageCache, indices: np.ndarray, batch_size: int, shuffle: bool = False,

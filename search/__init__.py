@@ -1,0 +1,1 @@
+"""The search service: CLI, launcher and worker processes, the objective, MLflow tracking."""

@@ -1,0 +1,42 @@
+"""Samplers and pruners by name, from Optuna, with their optional dependencies checked up front."""
+from __future__ import annotations
+
+import importlib.util
+
+import optuna
+
+from .errors import SearchError
+
+NEEDS = {"gp": ("torch", "PyTorch (pip install torch)"), "cmaes": ("cmaes", "the cmaes package (pip install cmaes)")}
+
+
+def check_sampler(name: str) -> None:
+    if name in NEEDS and importlib.util.find_spec(NEEDS[name][0]) is None:
+        raise SearchError(f"--sampler {name} needs {NEEDS[name][1]}")
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    check_sampler(name)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES handles the numeric part; categorical choices fall back to TPE, not random.
+        return optuna.samplers.CmaEsSampler(seed=seed, independent_sampler=optuna.samplers.TPESampler(seed=seed),
+                                            warn_independent_sampling=False)
+    raise SearchError(f"--sampler {name!r} is not one of tpe, random, gp, cmaes")
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise SearchError(f"--pruner {name!r} is not one of median, hyperband, successive-halving, none")

@@ -1,0 +1,193 @@
+"""`search`: the command line. Every user error is one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from .errors import SearchError
+from .settings import LOG_MODELS, PRUNERS, SAMPLERS, SETTINGS_ATTR, SearchSettings
+from .storage import DEFAULT_STORAGE
+from .tracking import DEFAULT_TRACKING_URI
+
+
+def one_line_errors(fn):
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SearchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    fixed = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SearchError(f"--param {item!r} is not NAME=VALUE")
+        fixed[name.strip()] = value.strip()
+    return fixed
+
+
+storage_option = click.option("--storage", envvar="SEARCH_STORAGE", default=DEFAULT_STORAGE, show_default=True,
+                              help="Optuna storage URL: sqlite:///file.db or postgresql+psycopg://user@host/db.")
+tracking_option = click.option("--tracking-uri", envvar=["SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"],
+                               default=DEFAULT_TRACKING_URI, show_default=True,
+                               help="MLflow tracking URI: a local store or http://server:5000.")
+quiet_option = click.option("--quiet", is_flag=True, help="No progress line.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main() -> None:
+    """Hyperparameter search with experiment tracking for blood-cell image classifiers."""
+
+
+@main.command()
+@click.option("--study", "study", default="fcn", show_default=True,
+              help="Search space: cnn, fcn, seed-cnn, seed-fcn, or a path to your own .py study.")
+@click.option("--trials", type=int, default=20, show_default=True,
+              help="Finished trials (complete + pruned) the study should reach, across all launches.")
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", required=True,
+              help="TRAIN/<CLASS>/... (+ TEST/) or <CLASS>/... folders of images. [env SEARCH_DATA_DIR]")
+@click.option("--cache-dir", envvar="BLOODSEARCH_CACHE_DIR",
+              help="Where decoded images are cached. [env BLOODSEARCH_CACHE_DIR; default ~/.cache/bloodsearch]")
+@storage_option
+@tracking_option
+@click.option("--study-name", help="Name in the storage and MLflow experiment. [default: the --study name]")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True, help="Maximum epochs per trial.")
+@click.option("--patience", type=click.IntRange(1), default=5, show_default=True,
+              help="Early-stopping patience on validation accuracy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and, with the trial number, each trial.")
+@click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Fix a search-space parameter, e.g. --param size=60x80 (repeatable).")
+@click.option("--trials-per-worker", type=click.IntRange(1), default=5, show_default=True,
+              help="A worker process is replaced after this many trials (frees TensorFlow memory).")
+@click.option("--log-models", type=click.Choice(LOG_MODELS), default="all", show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--heartbeat-interval", type=click.IntRange(1), default=10, show_default=True,
+              help="Seconds between a running trial's heartbeats.")
+@click.option("--grace-period", type=click.IntRange(2), default=30, show_default=True,
+              help="Seconds without heartbeat after which a trial is failed and retried once.")
+@quiet_option
+@one_line_errors
+def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name, sampler, pruner, epochs, patience,
+           seed, timeout, workers, params, trials_per_worker, log_models, val_fraction, heartbeat_interval,
+           grace_period, quiet) -> None:
+    """Start a study, or continue it until it has --trials finished trials."""
+    from .launcher import Launcher
+
+    settings = SearchSettings(
+        study=study, study_name=study_name or (Path(study).stem if study.endswith(".py") else study),
+        storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, trials=trials, cache_dir=cache_dir,
+        sampler=sampler, pruner=pruner, epochs=epochs, patience=patience, seed=seed, timeout=timeout,
+        workers=workers, params=parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
+        val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    sys.exit(Launcher(settings, quiet=quiet).run())
+
+
+def _stored_settings(study_name: str, storage: str) -> SearchSettings:
+    import optuna
+
+    from .storage import check_storage, open_storage
+
+    check_storage(storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:
+        raise SearchError(f"no study named {study_name!r} in {storage}") from None
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if not stored:
+        raise SearchError(f"study {study_name!r} in {storage} was not made by search launch")
+    return SearchSettings.from_json(stored, storage=storage)
+
+
+@main.command()
+@click.option("--study-name", required=True)
+@storage_option
+@click.option("--trials", type=int, help="A new target count. [default: the launch's]")
+@click.option("--workers", type=click.IntRange(1), help="[default: the launch's]")
+@click.option("--timeout", type=float)
+@quiet_option
+@one_line_errors
+def resume(study_name, storage, trials, workers, timeout, quiet) -> None:
+    """Continue a study with the settings it was launched with."""
+    from .launcher import Launcher
+
+    settings = _stored_settings(study_name, storage)
+    for key, value in (("trials", trials), ("workers", workers), ("timeout", timeout)):
+        if value is not None:
+            setattr(settings, key, value)
+    sys.exit(Launcher(settings, quiet=quiet, create=False).run())
+
+
+@main.command()
+@click.option("--study-name", required=True)
+@storage_option
+@click.option("--tracking-uri", envvar=["SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"],
+              help="[default: the launch's]")
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", help="This machine's copy of the data. [default: the launch's]")
+@click.option("--cache-dir", envvar="BLOODSEARCH_CACHE_DIR")
+@click.option("--heartbeat-interval", type=click.IntRange(1))
+@click.option("--grace-period", type=click.IntRange(2))
+@quiet_option
+@one_line_errors
+def worker(study_name, storage, tracking_uri, data_dir, cache_dir, heartbeat_interval, grace_period, quiet) -> None:
+    """Join an existing study (from any machine) and work until it has its trial count."""
+    from .launcher import Launcher
+
+    settings = _stored_settings(study_name, storage)
+    for key, value in (("tracking_uri", tracking_uri), ("data_dir", data_dir), ("cache_dir", cache_dir),
+                       ("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+        if value is not None:
+            setattr(settings, key, value)
+    settings.workers = 1
+    sys.exit(Launcher(settings, quiet=quiet, create=False).run())
+
+
+@main.command()
+@storage_option
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def studies(storage, as_json) -> None:
+    """List the studies in a storage with their trial counts and best values."""
+    import optuna
+
+    from .storage import check_storage, open_storage
+
+    check_storage(storage)
+    rows = []
+    for summary in optuna.get_all_study_summaries(open_storage(storage), include_best_trial=True):
+        study = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage))
+        from .progress import snapshot
+
+        snap = snapshot(study)
+        target = json.loads(summary.user_attrs.get(SETTINGS_ATTR, "{}")).get("trials")
+        rows.append({"study": summary.study_name, "finished": snap.finished, "target": target,
+                     "complete": snap.complete, "pruned": snap.pruned, "failed": snap.failed,
+                     "running": snap.running, "best_value": snap.best_value, "best_trial": snap.best_trial})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        click.echo(f"no studies in {storage}")
+        return
+    click.echo(f"{'study':<20} {'finished':>9} {'complete':>9} {'pruned':>7} {'failed':>7} {'running':>8}  best")
+    for r in rows:
+        best = f"{r['best_value']:.4f} (trial {r['best_trial']})" if r["best_value"] is not None else "-"
+        finished = f"{r['finished']}/{r['target']}" if r["target"] else str(r["finished"])
+        click.echo(f"{r['study']:<20} {finished:>9} {r['complete']:>9} {r['pruned']:>7} {r['failed']:>7} "
+                   f"{r['running']:>8}  {best}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Optuna storages: SQLite embedded by default, PostgreSQL (or any RDB URL) for many machines."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import SearchError
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+# Heartbeat and stale-trial retry are marked experimental in Optuna; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+log = logging.getLogger("bloodsearch.storage")
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def check_storage(url: str) -> None:
+    """Fail in one line, before anything is created, if the storage cannot be reached."""
+    if is_sqlite(url):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise SearchError(f"--storage {url}: folder {parent} does not exist or is not writable")
+        return
+    try:
+        engine = create_engine(url, connect_args=_connect_args(url))
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise SearchError(f"--storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise SearchError(f"--storage {url}: cannot connect ({first})") from None
+    finally:
+        engine.dispose()
+
+
+def _connect_args(url: str) -> dict:
+    if is_sqlite(url):
+        # Several local workers share the file; wait for its lock instead of failing at once.
+        return {"timeout": 60}
+    if url.startswith("postgresql"):
+        return {"connect_timeout": 10}
+    return {}
+
+
+def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | None = None,
+                 stale_callback=None) -> RDBStorage:
+    """An RDBStorage with heartbeat: trials of a killed worker become FAIL and are retried once."""
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs={"connect_args": _connect_args(url), "pool_pre_ping": True},
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=stale_callback or RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise SearchError(f"--storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def study_names(storage: RDBStorage) -> list[str]:
+    return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]

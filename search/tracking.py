@@ -1,0 +1,137 @@
+"""All MLflow talk: one experiment per study, one parent run per study, one child run per trial.
+
+Uses MlflowClient with explicit run ids (never the fluent API's global active run), so a
+worker can open, log to and close runs of trials that are not its own, such as a crashed
+worker's run that must be closed FAILED.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import SearchError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PARENT_TAG = "bloodsearch.parent"
+STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+log = logging.getLogger("bloodsearch.tracking")
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """One-line error, before any trial, if the tracking store cannot be reached."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        import requests
+
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as exc:
+            raise SearchError(f"--tracking-uri {uri}: tracking server unreachable ({type(exc).__name__})") from None
+        if response.status_code != 200:
+            raise SearchError(f"--tracking-uri {uri}: tracking server answered HTTP {response.status_code} on /health")
+        return
+    if parsed.scheme == "sqlite":
+        path = uri.split(":///", 1)[-1]
+        parent = Path(path).expanduser().resolve().parent
+    elif parsed.scheme in ("file", ""):
+        parent = Path(parsed.path or uri).expanduser().resolve().parent
+    else:
+        return  # other stores (postgresql://, databricks) are checked by the first call
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise SearchError(f"--tracking-uri {uri}: folder {parent} does not exist or is not writable")
+
+
+class Tracker:
+    def __init__(self, uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # --- study level -------------------------------------------------------------------
+    def experiment_id(self, study_name: str) -> str:
+        exp = self.client.get_experiment_by_name(study_name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(study_name, tags={"bloodsearch.study": study_name})
+        except Exception:  # another process created it between our two calls
+            exp = self.client.get_experiment_by_name(study_name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def parent_run(self, study_name: str, params: dict[str, Any]) -> str:
+        """The study's parent run, created on first launch and reused on resume."""
+        exp_id = self.experiment_id(study_name)
+        found = self.client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = 'true'", max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(exp_id, run_name=study_name, tags={PARENT_TAG: "true", "bloodsearch.study": study_name})
+        self.client.log_batch(run.info.run_id, params=_params(params))
+        return run.info.run_id
+
+    def end_parent(self, run_id: str, finished: bool, metrics: dict[str, float]) -> None:
+        self.log_metrics(run_id, metrics)
+        self.client.set_terminated(run_id, status="FINISHED" if finished else "KILLED")
+
+    # --- trial level -------------------------------------------------------------------
+    def start_trial(self, study_name: str, parent_id: str, run_name: str, params: dict[str, Any],
+                    tags: dict[str, Any]) -> str:
+        exp_id = self.experiment_id(study_name)
+        run = self.client.create_run(exp_id, run_name=run_name,
+                                     tags={"mlflow.parentRunId": parent_id, **{k: str(v) for k, v in tags.items()}})
+        self.client.log_batch(run.info.run_id, params=_params(params))
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifacts(self, run_id: str, folder: str | Path, path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path=path)
+
+    def end_trial(self, run_id: str, state: str) -> None:
+        self.set_tags(run_id, {"optuna.state": state})
+        self.client.set_terminated(run_id, status=STATUS_OF_STATE.get(state, "FAILED"))
+
+    def close_if_running(self, run_id: str, state: str = "FAIL") -> bool:
+        """Close a run left RUNNING by a process that died; True if it was still open."""
+        try:
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                return False
+        except Exception as exc:  # a run id from another tracking store, or a deleted run
+            log.warning("cannot look up MLflow run %s: %s", run_id, exc)
+            return False
+        self.end_trial(run_id, state)
+        return True
+
+    def child_runs(self, study_name: str) -> list:
+        exp = self.client.get_experiment_by_name(study_name)
+        if exp is None:
+            return []
+        return [r for r in self.client.search_runs([exp.experiment_id], max_results=10000)
+                if r.data.tags.get(PARENT_TAG) != "true"]
+
+
+def _params(params: dict[str, Any]):
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]

@@ -1,0 +1,133 @@
+"""A worker process: joins a study and runs trials until the study has its count, or until
+it has run its share of trials and the launcher replaces it (so TensorFlow's memory does
+not pile up over hundreds of trials)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+from .errors import SearchError
+from .settings import SearchSettings
+
+EXIT_OK, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 130
+MAX_CONSECUTIVE_FAILURES = 3
+log = logging.getLogger("bloodsearch.worker")
+
+
+def counted(study: optuna.Study) -> int:
+    from .objective import COUNTED
+
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def in_flight(study: optuna.Study) -> int:
+    from .objective import ACTIVE
+
+    return len(study.get_trials(deepcopy=False, states=ACTIVE))
+
+
+class CloseRunAndRetry:
+    """Heartbeat-stale trial: re-queue its parameters once and close its MLflow run FAILED."""
+
+    def __init__(self, tracker) -> None:
+        self.tracker = tracker
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not trial.user_attrs.get("surplus"):
+            self.retry(study, trial)
+        run_id = trial.user_attrs.get("run_id")
+        if run_id:
+            self.tracker.close_if_running(run_id, "FAIL")
+
+
+class StopRules:
+    """Study callback: stop at the target count, or after repeated failures in this worker."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.failures = 0
+        self.failing = False
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get("surplus"):
+            self.failures += 1
+            if self.failures >= MAX_CONSECUTIVE_FAILURES:
+                self.failing = True
+                study.stop()
+        elif trial.state != optuna.trial.TrialState.FAIL:
+            self.failures = 0
+        # Running and queued trials count too, so workers don't start trials past the target.
+        if in_flight(study) >= self.target:
+            study.stop()
+
+
+def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None, sampler_seed: int | None) -> int:
+    from studies import load_study
+
+    from .algorithms import make_pruner, make_sampler
+    from .data import DataProvider
+    from .objective import Objective
+    from .storage import open_storage
+    from .tracking import Tracker
+
+    tracker = Tracker(settings.tracking_uri)
+    storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period,
+                           stale_callback=CloseRunAndRetry(tracker))
+    study = optuna.load_study(study_name=settings.study_name, storage=storage,
+                              sampler=make_sampler(settings.sampler, sampler_seed),
+                              pruner=make_pruner(settings.pruner, settings.epochs))
+    if in_flight(study) >= settings.trials:
+        return EXIT_OK
+    objective = Objective(settings, load_study(settings.study), tracker,
+                          DataProvider(settings.data_dir, settings.cache_dir, settings.val_fraction, settings.seed))
+    rules = StopRules(settings.trials)
+    try:
+        study.optimize(objective, n_trials=max_trials, timeout=timeout, callbacks=[rules],
+                       catch=(Exception,), gc_after_trial=True)
+    except KeyboardInterrupt:
+        # The interrupted trial is FAIL and its run FAILED by now; queue its parameters
+        # again so the next launch runs them.
+        mine = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+                if t.user_attrs.get("pid") == os.getpid() and not t.user_attrs.get("surplus")]
+        if mine:
+            RetryHeartbeatStaleTrialCallback(max_retry=1)(study, mine[-1])
+        return EXIT_INTERRUPTED
+    return EXIT_FAILING if rules.failing else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m search.worker", description="one worker process (started by search launch)")
+    p.add_argument("--settings", required=True, help="SearchSettings as JSON, storage included")
+    p.add_argument("--max-trials", type=int, default=5)
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--sampler-seed", type=int)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeat and retry are marked experimental in Optuna; we rely on them knowingly.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model
+    raw = json.loads(args.settings)
+    storage = raw.pop("storage")
+    settings = SearchSettings.from_json(json.dumps(raw), storage=storage)
+    try:
+        return run_worker(settings, args.max_trials, args.timeout, args.sampler_seed)
+    except SearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Search spaces. A study is a module with `suggest(p: Params) -> TrialConfig`.
+
+Shipped: cnn, fcn (the study's spaces), seed-cnn, seed-fcn (its best fixed configurations).
+A user's own study is a path to a .py file with the same function.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+from .config import TrialConfig
+from .params import ParamError, Params
+
+SHIPPED = {"cnn": "cnn", "fcn": "fcn", "seed-cnn": "seed_cnn", "seed-fcn": "seed_fcn"}
+
+
+class StudyError(ValueError):
+    """An unknown study name or a study file that cannot be used."""
+
+
+def load_study(name_or_path: str) -> Callable[[Params], TrialConfig]:
+    """The `suggest` function of a shipped study or of a user's .py file."""
+    if name_or_path in SHIPPED:
+        module: ModuleType = importlib.import_module(f"studies.{SHIPPED[name_or_path]}")
+    elif name_or_path.endswith(".py"):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise StudyError(f"study file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"user_study_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # a user's file: any error is theirs to see, in one line
+            raise StudyError(f"study file {path} failed to import: {type(exc).__name__}: {exc}") from None
+    else:
+        raise StudyError(f"unknown study {name_or_path!r}; shipped: {', '.join(SHIPPED)}, or a path to a .py file")
+    suggest = getattr(module, "suggest", None)
+    if not callable(suggest):
+        raise StudyError(f"study {name_or_path} has no suggest(p) function")
+    return suggest
+
+
+def check_params(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any], study: str) -> TrialConfig:
+    """Run the space once without Optuna: unknown names and bad values fail here, not in trial 0."""
+    p = Params.dry_run(fixed)
+    try:
+        config = suggest(p)
+    except ParamError:
+        raise
+    except ValueError as exc:
+        raise ParamError(f"--param values rejected by study {study}: {exc}") from None
+    unused = p.unused_fixed()
+    if unused:
+        raise ParamError(f"--param {unused[0]}: study {study} has no such parameter "
+                         f"(it has {', '.join(sorted(p.values))})")
+    return config
+
+
+__all__ = ["TrialConfig", "Params", "ParamError", "StudyError", "load_study", "check_params", "SHIPPED"]

@@ -1,0 +1,69 @@
+"""The only thing a search space sees: a small define-by-run interface over an Optuna trial.
+
+It lets a user fix any parameter from the command line (--param size=60x80) with a
+value of any type the space uses, and lets the launcher check those values before a
+single trial starts, by running the space against `Params.dry_run`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+class ParamError(ValueError):
+    """A --param that names no parameter of the space or has a value of the wrong type."""
+
+
+def _coerce(name: str, text: Any, like: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        if isinstance(like, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+    except ValueError:
+        raise ParamError(f"--param {name}={text}: expected a {type(like).__name__}") from None
+    return text
+
+
+class Params:
+    """Wraps an optuna.Trial (or nothing, for a dry run) plus the user's fixed values."""
+
+    def __init__(self, trial=None, fixed: dict[str, Any] | None = None) -> None:
+        self.trial = trial
+        self.fixed = dict(fixed or {})
+        self.values: dict[str, Any] = {}
+
+    @classmethod
+    def dry_run(cls, fixed: dict[str, Any] | None = None) -> "Params":
+        return cls(None, fixed)
+
+    def _take(self, name: str, like: Any, sample) -> Any:
+        if name in self.fixed:
+            value = _coerce(name, self.fixed[name], like)
+        elif self.trial is None:
+            value = like
+        else:
+            value = sample()
+        self.values[name] = value
+        return value
+
+    def categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        return self._take(name, choices[0], lambda: self.trial.suggest_categorical(name, list(choices)))
+
+    def int(self, name: str, low: int, high: int, log: bool = False, step: int = 1) -> int:
+        return self._take(name, low, lambda: self.trial.suggest_int(name, low, high, log=log, step=step))
+
+    def float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        return self._take(name, float(low), lambda: self.trial.suggest_float(name, low, high, log=log))
+
+    def constant(self, name: str, value: Any) -> Any:
+        """A value the space does not search but a user may still override."""
+        return self._take(name, value, lambda: value)
+
+    def unused_fixed(self) -> list[str]:
+        return sorted(set(self.fixed) - set(self.values))

@@ -1,0 +1,59 @@
+"""Pieces of search space the shipped studies share; each study module composes them."""
+from __future__ import annotations
+
+from models import ModelConfig
+from preprocessing import PreprocessConfig
+from preprocessing.masks import MASKS
+from preprocessing.scaling import SCALINGS
+
+from .config import OPTIMIZERS, TrialConfig
+from .params import Params
+
+SIZES = ("120x160", "60x80", "90x120", "30x40")
+SECTIONS = 5
+
+
+def preprocessing_space(p: Params) -> PreprocessConfig:
+    return PreprocessConfig(
+        size=p.categorical("size", SIZES),
+        color=p.categorical("color", ("rgb", "gray")),
+        mask=p.categorical("mask", tuple(MASKS)),
+        scaling=p.categorical("scaling", SCALINGS),
+    )
+
+
+def training_space(p: Params) -> dict:
+    return {
+        "batch_size": p.categorical("batch_size", (16, 32, 64, 128, 256)),
+        "optimizer": p.categorical("optimizer", OPTIMIZERS),
+        "learning_rate": p.float("learning_rate", 1e-4, 1e-2, log=True),
+    }
+
+
+def conv_space(p: Params, arch: str) -> ModelConfig:
+    kernels = tuple(p.int(f"kernel_{i + 1}", 2, 4) for i in range(SECTIONS))
+    return ModelConfig(
+        arch=arch,
+        kernels=kernels,
+        dropout=p.float("dropout", 0.1, 0.5),
+        width=p.categorical("width", (0.25, 0.5, 1.0)),
+        dense_units=p.categorical("dense_units", (64, 128, 256)) if arch == "cnn" else 128,
+    )
+
+
+def full_space(p: Params, arch: str) -> TrialConfig:
+    return TrialConfig(preprocess=preprocessing_space(p), model=conv_space(p, arch), **training_space(p))
+
+
+def fixed_config(p: Params, arch: str, dropout: float) -> TrialConfig:
+    """The study's best configuration, every value still overridable with --param."""
+    return TrialConfig(
+        preprocess=PreprocessConfig(size=p.constant("size", "120x160"), color=p.constant("color", "rgb"),
+                                    mask=p.constant("mask", "none"), scaling=p.constant("scaling", "channel")),
+        model=ModelConfig(arch=arch, kernels=tuple(p.constant(f"kernel_{i + 1}", 2) for i in range(SECTIONS)),
+                          dropout=p.constant("dropout", dropout), width=p.constant("width", 1.0),
+                          dense_units=p.constant("dense_units", 128)),
+        batch_size=p.constant("batch_size", 128),
+        optimizer=p.constant("optimizer", "adam"),
+        learning_rate=p.constant("learning_rate", 1e-3),
+    )

@@ -1,0 +1,68 @@
+"""Helpers for tests that drive the real `search` CLI in subprocesses."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small and fast, still a real search: everything else in the fcn space stays free.
+FAST = ["--epochs", "3", "--patience", "3", "--param", "size=24x32", "--param", "width=0.125",
+        "--param", "batch_size=16", "--param", "color=rgb", "--param", "mask=none"]
+
+
+def env_for(workdir: Path) -> dict:
+    return {**os.environ, "BLOODSEARCH_CACHE_DIR": str(workdir / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def search_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "search.cli", *args]
+
+
+def run_search(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(search_cmd(*args), cwd=workdir, env=env_for(workdir), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_search(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(search_cmd(*args), cwd=workdir, env=env_for(workdir), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def load(workdir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.2):
+    """Poll until predicate() is truthy; a deadline, not a sleep, decides failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def running_trial(workdir: Path, name: str, min_epoch: int = 1):
+    try:
+        trials = load(workdir, name).get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    except Exception:  # the study does not exist yet
+        return None
+    return next((t for t in trials if t.user_attrs.get("epoch", 0) >= min_epoch), None)
+
+
+def mlflow_runs(workdir: Path, experiment: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    parents = [r for r in runs if r.data.tags.get("bloodsearch.parent") == "true"]
+    children = [r for r in runs if r.data.tags.get("bloodsearch.parent") != "true"]
+    return client, parents, children
