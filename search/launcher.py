@@ -27,12 +27,19 @@ from .algorithms import check_sampler, make_pruner
 from .errors import SearchError
 from .progress import progress_line, snapshot
 from .settings import PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
-from .storage import check_storage, open_storage
+from .storage import STORAGE_ERRORS, check_storage, is_sqlite, open_storage
 from .tracking import Tracker, check_tracking
-from .worker import EXIT_FAILING, EXIT_INTERRUPTED, CloseRunAndRetry
+from .worker import EXIT_FAILING, EXIT_INTERRUPTED, EXIT_USAGE, CloseRunAndRetry
 
 ROOT = Path(__file__).resolve().parents[1]
 S = optuna.trial.TrialState
+STORAGE_OUTAGE_S = 120  # how long the launcher rides out an unreachable database
+MAX_WORKER_CRASHES = 5
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def validate(settings: SearchSettings) -> None:
@@ -113,6 +120,24 @@ def _forward(stream, out=sys.stderr) -> None:
             out.flush()
 
 
+def reconcile_runs(study: optuna.Study, tracker: Tracker) -> int:
+    """Close runs still RUNNING whose trial has ended. A tracking or database outage can
+    interrupt the closing call (or the saving of the run id), so this asks MLflow, not the
+    trials, which runs are open."""
+    closed = 0
+    trials = study.get_trials(deepcopy=False)
+    for run_id, number in tracker.open_trial_runs(study.study_name):
+        if 0 <= number < len(trials) and trials[number].state.is_finished():
+            tracker.end_trial(run_id, trials[number].state.name)
+            closed += 1
+    return closed
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM (docker stop, a batch scheduler) stops as cleanly as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def _die_with_parent() -> None:
     """Worker side: a kill -9 of the launcher takes its workers along (Linux prctl)."""
     libc = ctypes.util.find_library("c")
@@ -177,73 +202,115 @@ class Launcher:
         validate(s)
         tracker = Tracker(s.tracking_uri)
         study = open_study(s, tracker, self.create)
+        self._warn_about_sqlite(study)
         recovered = recover_local_orphans(study, tracker, live=set())
         if recovered and not self.quiet:
             print(f"recovered trial(s) {recovered} left running by a crashed worker; their parameters are queued again",
                   file=sys.stderr)
         parent = study.user_attrs[PARENT_RUN_ATTR]
-        started = time.time()
-        deadline = started + s.timeout if s.timeout else None
-        start_snap = snapshot(study)
-        last_stale_check, failing = 0.0, False
-        previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        self.started = time.time()
+        self.deadline = self.started + s.timeout if s.timeout else None
+        self.finished_at_start = self.last_finished = snapshot(study).finished
+        self.last_stale_check, self.failing, self.crashes = 0.0, False, 0
+        outage_since, announced = None, False
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             while True:
-                for pid, proc in list(self.procs.items()):
-                    rc = proc.poll()
-                    if rc is None:
-                        continue
-                    del self.procs[pid]
-                    if rc == EXIT_FAILING:
-                        failing = True
-                    elif rc not in (0, EXIT_INTERRUPTED):
-                        print(f"worker {pid} exited with code {rc}", file=sys.stderr)
-                        if rc == 2:
-                            failing = True
-                if time.time() - last_stale_check > s.heartbeat_interval:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.fail_stale_trials(study)
-                    recover_local_orphans(study, tracker, live=set(self.procs))
-                    last_stale_check = time.time()
-                snap = snapshot(study)
-                self._show(progress_line(snap, s.trials, started, start_snap.finished))
-                if failing:
-                    self._stop_workers()
-                    raise SearchError(_failure_message(study))
-                out_of_time = deadline is not None and time.time() >= deadline
-                if (snap.finished >= s.trials or out_of_time) and not self.procs:
-                    break
-                mine = {t.number for t in study.get_trials(deepcopy=False, states=(S.RUNNING,))
-                        if t.user_attrs.get("pid") in self.procs}
-                open_slots = s.trials - snap.finished - (snap.running - len(mine))
-                while not out_of_time and len(self.procs) < min(s.workers, open_slots):
-                    self._spawn(deadline - time.time() if deadline else None, len(study.get_trials(deepcopy=False)))
+                try:
+                    if self._step(study, tracker):
+                        break
+                    outage_since, announced = None, False
+                except STORAGE_ERRORS as exc:
+                    # Ride out a database restart; workers that crash meanwhile are replaced.
+                    outage_since = outage_since or time.time()
+                    if time.time() - outage_since > STORAGE_OUTAGE_S:
+                        self._stop_workers()
+                        raise SearchError(f"--storage {s.storage}: unreachable for {STORAGE_OUTAGE_S} s "
+                                          f"({_first_line(exc)}); finished trials are kept, launch again to continue") from None
+                    if not announced:  # once per outage, even with --quiet
+                        announced = True
+                        print(f"warning: storage unreachable ({_first_line(exc)}); retrying for up to "
+                              f"{STORAGE_OUTAGE_S} s", file=sys.stderr, flush=True)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             self._show("stopping: waiting for workers to close their trials ...", final=True)
             self._stop_workers()
             recover_local_orphans(study, tracker, live=set())
-            self._finish(study, tracker, parent, started, finished=False)
+            self._finish(study, tracker, parent, finished=False)
             print(f"interrupted; finished trials are kept. Resume with: search resume --study-name {s.study_name}"
                   f" --storage {s.storage}", file=sys.stderr)
             return 130
         finally:
             signal.signal(signal.SIGTERM, previous)
-        snap = self._finish(study, tracker, parent, started, finished=snapshot(study).finished >= s.trials)
+        snap = self._finish(study, tracker, parent, finished=snapshot(study).finished >= s.trials)
+        unrecorded = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tracking_error")]
+        if unrecorded:
+            print(f"warning: trial(s) {unrecorded} kept their results in Optuna but could not be recorded in MLflow "
+                  f"({study.trials[unrecorded[-1]].user_attrs['tracking_error']})", file=sys.stderr)
         if not self.quiet:
             print(f"study {s.study_name}: {snap.finished} trials finished; best val_accuracy "
                   f"{snap.best_value if snap.best_value is None else round(snap.best_value, 4)} (trial {snap.best_trial})",
                   file=sys.stderr)
         return 0
 
-    def _finish(self, study, tracker, parent, started: float, finished: bool):
+    def _step(self, study: optuna.Study, tracker: Tracker) -> bool:
+        """One look at the workers and the study; True when the launch is done."""
+        s = self.settings
+        for pid, proc in list(self.procs.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del self.procs[pid]
+            if rc in (EXIT_FAILING, EXIT_USAGE):
+                self.failing = True
+            elif rc not in (0, EXIT_INTERRUPTED):
+                self.crashes += 1
+                print(f"worker {pid} exited with code {rc}; replacing it", file=sys.stderr)
+        if time.time() - self.last_stale_check > s.heartbeat_interval:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            recover_local_orphans(study, tracker, live=set(self.procs))
+            self.last_stale_check = time.time()
         snap = snapshot(study)
-        self._show(progress_line(snap, self.settings.trials, started, 0), final=True)
+        if snap.finished > self.last_finished:  # progress: earlier crashes were passing trouble
+            self.crashes, self.last_finished = 0, snap.finished
+        self._show(progress_line(snap, s.trials, self.started, self.finished_at_start))
+        if self.failing or self.crashes >= max(MAX_WORKER_CRASHES, 2 * s.workers):
+            self._stop_workers()
+            raise SearchError(_failure_message(study) if self.failing else
+                              f"workers crashed {self.crashes} times; see their output above")
+        out_of_time = self.deadline is not None and time.time() >= self.deadline
+        if (snap.finished >= s.trials or out_of_time) and not self.procs:
+            return True
+        mine = {t.number for t in study.get_trials(deepcopy=False, states=(S.RUNNING,))
+                if t.user_attrs.get("pid") in self.procs}
+        open_slots = s.trials - snap.finished - (snap.running - len(mine))
+        while not out_of_time and len(self.procs) < min(s.workers, open_slots):
+            self._spawn(self.deadline - time.time() if self.deadline else None, len(study.get_trials(deepcopy=False)))
+        return False
+
+    def _warn_about_sqlite(self, study: optuna.Study) -> None:
+        if not is_sqlite(self.settings.storage):
+            return
+        hosts = {t.user_attrs.get("host") for t in study.get_trials(deepcopy=False)} - {None, socket.gethostname()}
+        if hosts:
+            print(f"warning: study {self.settings.study_name} in SQLite has trials from other hosts "
+                  f"({', '.join(sorted(hosts))}); SQLite supports workers on one machine only: use PostgreSQL",
+                  file=sys.stderr)
+
+    def _finish(self, study, tracker, parent, finished: bool):
+        snap = snapshot(study)
+        self._show(progress_line(snap, self.settings.trials, self.started, self.finished_at_start), final=True)
         metrics = {"trials_complete": snap.complete, "trials_pruned": snap.pruned, "trials_failed": snap.failed}
         if snap.best_value is not None:
             metrics.update(best_val_accuracy=snap.best_value, best_trial=snap.best_trial)
-        tracker.end_parent(parent, finished, metrics)
+        try:
+            reconcile_runs(study, tracker)
+            tracker.end_parent(parent, finished, metrics)
+        except Exception as exc:  # the study's results are safe in Optuna; say what MLflow missed
+            print(f"warning: could not update MLflow at {self.settings.tracking_uri} ({_first_line(exc)}); "
+                  f"the next launch closes what is left open", file=sys.stderr)
         return snap
 
 

@@ -21,7 +21,7 @@ from studies import Params, TrialConfig
 from .data import DataProvider, confusion
 from .plots import confusion_png, learning_curves_png
 from .settings import PARENT_RUN_ATTR, SearchSettings
-from .tracking import Tracker
+from .tracking import Tracker, TrialRun
 from .training import train
 
 log = logging.getLogger("bloodsearch.objective")
@@ -54,14 +54,14 @@ class LogEpochs(keras.callbacks.Callback):
 
     KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
-    def __init__(self, tracker: Tracker, run_id: str, trial: optuna.Trial) -> None:
+    def __init__(self, run: TrialRun, trial: optuna.Trial) -> None:
         super().__init__()
-        self.tracker, self.run_id, self.trial = tracker, run_id, trial
+        self.run, self.trial = run, trial
         self.started = time.time()
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs or {}
-        self.tracker.log_metrics(self.run_id, {k: logs[k] for k in self.KEYS if k in logs}, step=epoch)
+        self.run.log_metrics({k: logs[k] for k in self.KEYS if k in logs}, step=epoch)
         self.trial.set_user_attr("epoch", epoch + 1)
         self.trial.set_user_attr("elapsed_s", round(time.time() - self.started, 1))
 
@@ -96,14 +96,14 @@ class Objective:
             trial.set_user_attr(key, value)
         name = f"{s.study_name}-{trial.number}" + (f"-retry-of-{origin}" if origin != trial.number else "")
         parent = trial.study.user_attrs[PARENT_RUN_ATTR]
-        run_id = self.tracker.start_trial(
-            s.study_name, parent, name, {**config.flat(), **s.mlflow_params(), "seed": seed},
-            {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.state": "RUNNING",
-             "optuna.origin_trial": origin})
-        trial.set_user_attr("run_id", run_id)
+        run = TrialRun(self.tracker, s.study_name, parent, name,
+                       {**config.flat(), **s.mlflow_params(), "seed": seed},
+                       {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.state": "RUNNING",
+                        "optuna.origin_trial": origin})
         state = "FAIL"
         try:
-            value = self._train_and_log(trial, config, seed, run_id)
+            trial.set_user_attr("run_id", run.run_id)
+            value = self._train_and_log(trial, config, seed, run)
             state = "COMPLETE"
             return value
         except optuna.TrialPruned:
@@ -113,14 +113,17 @@ class Objective:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:2000])
             raise
         finally:
-            self.tracker.end_trial(run_id, state)
+            run.end(state)
+            if run.error:
+                # The result stays in Optuna; the missing record is reported, not swallowed.
+                trial.set_user_attr("tracking_error", run.error)
 
-    def _train_and_log(self, trial: optuna.Trial, config: TrialConfig, seed: int, run_id: str) -> float:
+    def _train_and_log(self, trial: optuna.Trial, config: TrialConfig, seed: int, run: TrialRun) -> float:
         s = self.settings
         data = self.data.get(config.preprocess)
         trial.set_user_attr("split", data.split.report)
         result = train(config, data, s.epochs, s.patience, seed,
-                       callbacks=[LogEpochs(self.tracker, run_id, trial), PruneOnValAccuracy(trial)])
+                       callbacks=[LogEpochs(run, trial), PruneOnValAccuracy(trial)])
         with tempfile.TemporaryDirectory(prefix="bloodsearch-trial-") as tmp:
             out = Path(tmp)
             model_path = out / "model" / "model.keras"
@@ -139,14 +142,14 @@ class Objective:
             if not self._keep_model(trial, result.best_val_accuracy):
                 model_path.unlink()
                 model_path.parent.rmdir()
-            self.tracker.log_artifacts(run_id, out)
+            run.log_artifacts(out)
 
         metrics = {"best_val_accuracy": result.best_val_accuracy, "epochs_run": result.epochs_run,
                    "best_epoch": result.best_epoch, "params_count": result.params_count,
                    "model_size_mb": size_mb, "train_seconds": result.train_seconds,
                    "converged": float(result.converged)}
-        self.tracker.log_metrics(run_id, metrics)
-        self.tracker.set_tags(run_id, {"converged": result.converged, "diverged": result.diverged})
+        run.log_metrics(metrics)
+        run.set_tags({"converged": result.converged, "diverged": result.diverged})
         for key, value in metrics.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("converged", result.converged)

@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from .errors import SearchError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+# What a database outage looks like through Optuna's RDB storage.
+STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
 # Heartbeat and stale-trial retry are marked experimental in Optuna; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 log = logging.getLogger("bloodsearch.storage")

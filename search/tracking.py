@@ -20,6 +20,13 @@ PARENT_TAG = "bloodsearch.parent"
 STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 log = logging.getLogger("bloodsearch.tracking")
 
+# MLflow's HTTP client retries 7 times with doubling back-off by default, minutes before a
+# lost server is noticed; a trial (and the launcher) should learn within seconds. Set by
+# the user, these variables win; worker processes inherit them.
+for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}.items():
+    os.environ.setdefault(_name, _value)
+
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
     """One-line error, before any trial, if the tracking store cannot be reached."""
@@ -123,12 +130,58 @@ class Tracker:
         self.end_trial(run_id, state)
         return True
 
-    def child_runs(self, study_name: str) -> list:
+    def open_trial_runs(self, study_name: str) -> list[tuple[str, int]]:
+        """(run id, trial number) of this study's trial runs that are still RUNNING."""
         exp = self.client.get_experiment_by_name(study_name)
         if exp is None:
             return []
-        return [r for r in self.client.search_runs([exp.experiment_id], max_results=10000)
-                if r.data.tags.get(PARENT_TAG) != "true"]
+        runs = self.client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                       max_results=10000)
+        return [(r.info.run_id, int(r.data.tags["optuna.trial"])) for r in runs
+                if r.data.tags.get(PARENT_TAG) != "true" and "optuna.trial" in r.data.tags]
+
+
+class TrialRun:
+    """Best-effort logging to one trial's run.
+
+    The first failure (an unreachable tracking server, say) is kept and later calls are
+    skipped, so a tracking outage costs a trial its record, never its result; the caller
+    reports `error`.
+    """
+
+    def __init__(self, tracker: Tracker, study_name: str, parent_id: str, run_name: str,
+                 params: dict[str, Any], tags: dict[str, Any]) -> None:
+        self.tracker, self.run_id, self.error = tracker, None, None
+        self.run_id = self._call(tracker.start_trial, study_name, parent_id, run_name, params, tags)
+
+    def _call(self, fn, *args, **kwargs):
+        if self.error is not None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # any client or server error: keep the trial going
+            self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+            log.warning("MLflow logging failed, the trial continues unrecorded: %s", self.error)
+            return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.run_id:
+            self._call(self.tracker.log_metrics, self.run_id, metrics, step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.run_id:
+            self._call(self.tracker.set_tags, self.run_id, tags)
+
+    def log_artifacts(self, folder: str | Path) -> None:
+        if self.run_id:
+            self._call(self.tracker.log_artifacts, self.run_id, folder)
+
+    def end(self, state: str) -> None:
+        if self.run_id:
+            # Try to close the run even after an earlier failure: the server may be back.
+            error, self.error = self.error, None
+            self._call(self.tracker.end_trial, self.run_id, state)
+            self.error = error or self.error
 
 
 def _params(params: dict[str, Any]):

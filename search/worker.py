@@ -15,8 +15,9 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from .errors import SearchError
 from .settings import SearchSettings
+from .storage import STORAGE_ERRORS
 
-EXIT_OK, EXIT_FAILING, EXIT_INTERRUPTED = 0, 3, 130
+EXIT_OK, EXIT_USAGE, EXIT_FAILING, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 MAX_CONSECUTIVE_FAILURES = 3
 log = logging.getLogger("bloodsearch.worker")
 
@@ -124,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(settings, args.max_trials, args.timeout, args.sampler_seed)
     except SearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except STORAGE_ERRORS as exc:
+        # The launcher replaces this worker once the database answers again.
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"worker {os.getpid()}: storage unreachable ({first[0] if first else type(exc).__name__})", file=sys.stderr)
+        return EXIT_STORAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
