@@ -1,19 +1,16 @@
 """Decode-and-resize once into an on-disk uint8 cache shared by every trial and worker.
 
 One cache entry per (data set fingerprint, split, size, color, mask): a raw file of
-N*H*W*C bytes plus meta.json. It is built under an exclusive file lock into a temporary
-folder and renamed into place, so concurrent workers neither duplicate the work nor see
-half an entry. Reads use pread, not mmap: mapped pages would count in each worker's
+N*H*W*C bytes plus meta.json. It is built once (preprocessing.locking.build_once), so
+concurrent workers neither duplicate the work nor see half an entry. Reads use pread, not mmap: mapped pages would count in each worker's
 resident memory as an epoch touches them, and page-cache reads do not.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +23,8 @@ from .config import PreprocessConfig
 from .dataset import ImageSet
 from .errors import DataError
 from .images import UnreadableImage, load_image
+from .locking import build_once
+from .masks import BATCH_MASKS
 
 log = logging.getLogger("bloodsearch.cache")
 CACHE_VERSION = 1
@@ -39,8 +38,8 @@ def default_cache_dir() -> Path:
     return Path(base) / "bloodsearch"
 
 
-def cache_key(image_set: ImageSet, config: PreprocessConfig) -> str:
-    parts = [CACHE_VERSION, image_set.fingerprint, image_set.name, config.size_text, config.color, config.mask]
+def cache_key(image_set: ImageSet, config: PreprocessConfig, extra: str = "") -> str:
+    parts = [CACHE_VERSION, image_set.fingerprint, image_set.name, config.size_text, config.color, config.mask, extra]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
@@ -136,43 +135,45 @@ def _decode_all(image_set: ImageSet, config: PreprocessConfig, out_file, workers
 
 def build_cache(image_set: ImageSet, config: PreprocessConfig, cache_dir: str | os.PathLike | None = None,
                 workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> ImageCache:
-    """Open the cache entry for this split and config, building it first if needed."""
+    """Open the cache entry for this split and config, building it first if needed.
+
+    mask="unet" entries are made from the unmasked entry and the U-Net stored for this data
+    set and size (see preprocessing.unet), and keyed by that model too.
+    """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    images_dir = root / "images"
     try:
-        images_dir.mkdir(parents=True, exist_ok=True)
+        (root / "images").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cache dir {root} is not writable ({exc.strerror})") from None
-    key = cache_key(image_set, config)
-    final = images_dir / key
-    if (final / "meta.json").exists():
-        return _open(final, image_set, config)
-    with open(images_dir / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # others wait here, then find the finished entry
-        if (final / "meta.json").exists():
-            return _open(final, image_set, config)
-        for stale in images_dir.glob(f"{key}.tmp*"):  # left by a builder that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = images_dir / f"{key}.tmp{os.getpid()}"
-        tmp.mkdir()
+    extra = ""
+    if config.mask in BATCH_MASKS:
+        from .unet import unet_masked_writer
+
+        extra, write_images = unet_masked_writer(image_set, config, root)
+    else:
+        def write_images(f) -> tuple[np.ndarray, list[dict]]:
+            return _decode_all(image_set, config, f, workers or os.cpu_count() or 1, progress)
+
+    key = cache_key(image_set, config, extra)
+
+    def build(tmp: Path) -> None:
         started = time.perf_counter()
         with open(tmp / "images.u8", "wb") as f:
-            valid, unreadable = _decode_all(image_set, config, f, workers or os.cpu_count() or 1, progress)
+            valid, unreadable = write_images(f)
             f.flush()
             os.fsync(f.fileno())
         if not valid.any():
-            shutil.rmtree(tmp, ignore_errors=True)
             raise DataError(f"no readable images in {image_set.where}")
+        if unreadable:
+            log.warning("%d unreadable image(s) skipped in %s", len(unreadable), image_set.where)
         meta = {
             "version": CACHE_VERSION, "key": key, "split": image_set.name,
-            "fingerprint": image_set.fingerprint, "config": config.to_dict(),
+            "fingerprint": image_set.fingerprint, "config": config.to_dict(), "mask_model": extra,
             "shape": [len(image_set), *config.size, config.channels],
             "classes": list(image_set.classes), "files": list(image_set.files),
             "valid": valid.tolist(), "unreadable": unreadable,
             "build_seconds": round(time.perf_counter() - started, 3),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
-        os.rename(tmp, final)
-    if unreadable:
-        log.warning("%d unreadable image(s) skipped in %s", len(unreadable), image_set.where)
-    return _open(final, image_set, config)
+
+    return _open(build_once(root / "images" / key, build), image_set, config)

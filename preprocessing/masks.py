@@ -1,7 +1,7 @@
 """Foreground masks. A mask zeroes the background of the resized image.
 
-New masks register in MASKS; `unet` is reserved for the U-Net masks that a later
-release adds, and choosing it now is a clear error rather than a silent no-op.
+Per-image masks register in MASKS. Masks that need a model and run on whole batches
+(`unet`, see preprocessing.unet) are in BATCH_MASKS: the cache builds them.
 """
 from __future__ import annotations
 
@@ -35,17 +35,18 @@ MASKS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
     "none": None,
     "otsu": otsu_mask,
 }
-PLANNED = {"unet": "U-Net masks are not available yet; use mask none or otsu"}
+BATCH_MASKS = ("unet",)
+MASK_NAMES = (*MASKS, *BATCH_MASKS)
 
 
 def check_mask(name: str) -> None:
-    if name in PLANNED:
-        raise DataError(f"mask {name!r}: {PLANNED[name]}")
-    if name not in MASKS:
-        raise DataError(f"mask {name!r} is not one of {', '.join(MASKS)}")
+    if name not in MASK_NAMES:
+        raise DataError(f"mask {name!r} is not one of {', '.join(MASK_NAMES)}")
 
 
 def apply_mask(image: np.ndarray, name: str) -> np.ndarray:
     check_mask(name)
+    if name in BATCH_MASKS:
+        raise DataError(f"mask {name!r} runs on whole batches with its model: build_cache applies it")
     fn = MASKS[name]
     return image if fn is None else fn(image)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -37,18 +38,24 @@ _release_batch_buffers_to_the_os()
 
 
 def make_batches(cache: ImageCache, indices: np.ndarray, batch_size: int, shuffle: bool = False,
-                 seed: int | None = None) -> tf.data.Dataset:
+                 seed: int | None = None,
+                 targets: Callable[[np.ndarray], np.ndarray] | None = None) -> tf.data.Dataset:
+    """Batches of (uint8 images, int32 labels), or (images, targets(images)) as float32 when
+    `targets` is given (a segmentation target such as an Otsu mask of the same size)."""
     indices = np.asarray(indices, dtype=np.int64)
     labels = cache.labels.astype(np.int32)
     h, w, c = cache.image_shape
 
     def read(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return cache.read(idx), labels[idx]
+        images = cache.read(idx)
+        return images, (labels[idx] if targets is None else targets(images).astype(np.float32))
+
+    y_type, y_shape = (tf.int32, (None,)) if targets is None else (tf.float32, (None, h, w, 1))
 
     def read_op(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images, y = tf.numpy_function(read, [idx], (tf.uint8, tf.int32), stateful=False)
+        images, y = tf.numpy_function(read, [idx], (tf.uint8, y_type), stateful=False)
         images.set_shape((None, h, w, c))
-        y.set_shape((None,))
+        y.set_shape(y_shape)
         return images, y
 
     ds = tf.data.Dataset.from_tensor_slices(indices)

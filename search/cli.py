@@ -154,6 +154,51 @@ def worker(study_name, storage, tracking_uri, data_dir, cache_dir, heartbeat_int
     sys.exit(Launcher(settings, quiet=quiet, create=False).run())
 
 
+@main.group()
+def unet() -> None:
+    """U-Net masks (mask=unet): train ahead of time, see its quality."""
+
+
+@unet.command("train")
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", required=True, help="[env SEARCH_DATA_DIR]")
+@click.option("--size", default="120x160", show_default=True, help="HEIGHTxWIDTH the masks are made at.")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--patience", type=click.IntRange(1), default=3, show_default=True, help="Early stopping on val_loss.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--cache-dir", envvar="BLOODSEARCH_CACHE_DIR", help="[env BLOODSEARCH_CACHE_DIR]")
+@tracking_option
+@click.option("--retrain", is_flag=True, help="Replace a U-Net already stored for this data set and size.")
+@one_line_errors
+def unet_train(data_dir, size, epochs, patience, batch_size, seed, val_fraction, cache_dir, tracking_uri,
+               retrain) -> None:
+    """Train the U-Net on TRAIN's grayscale images against their Otsu masks; report Dice and IoU
+    on the grouped validation split; store it for mask=unet and log it to MLflow (experiment unet)."""
+    from preprocessing import DataError, default_cache_dir, load_dataset, parse_size
+    from preprocessing.unet import ensure_unet
+
+    from .tracking import Tracker, check_tracking
+
+    try:
+        hw = parse_size(size)
+        data = load_dataset(data_dir, record_dir=cache_dir)
+    except DataError as exc:
+        raise SearchError(str(exc)) from None
+    check_tracking(tracking_uri)
+    runs = []
+    report = ensure_unet(data.train, hw, cache_dir or default_cache_dir(), retrain=retrain,
+                         on_trained=lambda r: runs.append(Tracker(tracking_uri).log_unet(r, data_dir)),
+                         epochs=epochs, patience=patience, batch_size=batch_size, seed=seed, val_fraction=val_fraction)
+    m = report.meta
+    pad = m["padding"]
+    padding = f"; sides padded by {pad['bottom']} rows, {pad['right']} columns" if pad["bottom"] or pad["right"] else ""
+    click.echo(f"U-Net at {hw[0]}x{hw[1]}: validation Dice {m['val_dice']:.4f}, IoU {m['val_iou']:.4f} "
+               f"against Otsu masks ({m['epochs_run']} epochs, {m['train_seconds']:.0f} s{padding})")
+    click.echo(f"stored in {report.model_dir}" + (f"; MLflow run {runs[0]} (experiment unet)" if runs else
+                                                  " (trained earlier; --retrain to replace it)"))
+
+
 @main.command()
 @storage_option
 @click.option("--json", "as_json", is_flag=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
 from preprocessing import (DataSet, ImageCache, PreprocessConfig, ScalingStats, Split, build_cache,
-                           fit_scaling, load_dataset, validation_split)
+                           default_cache_dir, fit_scaling, load_dataset, validation_split)
+from preprocessing.unet import ensure_unet
 
 log = logging.getLogger("bloodsearch.data")
 
@@ -32,9 +34,11 @@ class TrialData:
 class DataProvider:
     """Memoises per process; the caches on disk are shared between processes."""
 
-    def __init__(self, data_dir: str, cache_dir: str | None, val_fraction: float, seed: int) -> None:
+    def __init__(self, data_dir: str, cache_dir: str | None, val_fraction: float, seed: int,
+                 on_unet_trained: Callable | None = None) -> None:
         self.data_dir, self.cache_dir = data_dir, cache_dir
         self.val_fraction, self.seed = val_fraction, seed
+        self.on_unet_trained = on_unet_trained
         self._prepare = lru_cache(maxsize=8)(self._prepare_uncached)
         self._stats = lru_cache(maxsize=16)(self._stats_uncached)
         self._dataset: DataSet | None = None
@@ -47,6 +51,10 @@ class DataProvider:
 
     def _prepare_uncached(self, size, color, mask) -> tuple[ImageCache, Split]:
         config = PreprocessConfig(size=size, color=color, mask=mask)
+        if mask == "unet":
+            # Trained here, under its lock, only if nobody has yet (see preprocessing.unet).
+            ensure_unet(self.dataset.train, config.size, self.cache_dir or default_cache_dir(),
+                        on_trained=self.on_unet_trained)
         cache = build_cache(self.dataset.train, config, self.cache_dir)
         # The split depends on the seed and the readable files only, so every trial of a
         # study, whatever its preprocessing, validates on the same cells.

@@ -90,6 +90,26 @@ class Tracker:
         self.log_metrics(run_id, metrics)
         self.client.set_terminated(run_id, status="FINISHED" if finished else "KILLED")
 
+    def log_unet(self, report, data_dir: str) -> str:
+        """One run in experiment `unet` for a trained U-Net (preprocessing.unet.UnetReport)."""
+        meta = report.meta
+        h, w = meta["size"]
+        run = self.client.create_run(self.experiment_id("unet"), run_name=f"unet-{h}x{w}-{meta['fingerprint'][:8]}",
+                                     tags={"bloodsearch.unet_model_id": meta["model_id"]})
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=_params({
+            "size": f"{h}x{w}", "data_dir": data_dir, "fingerprint": meta["fingerprint"],
+            **{k: meta[k] for k in ("epochs", "patience", "batch_size", "seed", "val_fraction")},
+            "padding": f"bottom {meta['padding']['bottom']}, right {meta['padding']['right']}"}))
+        for key, values in meta["history"].items():
+            for epoch, value in enumerate(values):
+                self.log_metrics(run_id, {key: value}, step=epoch)
+        self.log_metrics(run_id, {"val_dice": meta["val_dice"], "val_iou": meta["val_iou"],
+                                  "epochs_run": meta["epochs_run"], "train_seconds": meta["train_seconds"]})
+        self.log_artifacts(run_id, report.model_dir, "unet")
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
     # --- trial level -------------------------------------------------------------------
     def start_trial(self, study_name: str, parent_id: str, run_name: str, params: dict[str, Any],
                     tags: dict[str, Any]) -> str:

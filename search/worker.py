@@ -88,7 +88,8 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
     if in_flight(study) >= settings.trials:
         return EXIT_OK
     objective = Objective(settings, load_study(settings.study), tracker,
-                          DataProvider(settings.data_dir, settings.cache_dir, settings.val_fraction, settings.seed))
+                          DataProvider(settings.data_dir, settings.cache_dir, settings.val_fraction, settings.seed,
+                                       on_unet_trained=lambda report: tracker.log_unet(report, settings.data_dir)))
     rules = StopRules(settings.trials)
     try:
         study.optimize(objective, n_trials=max_trials, timeout=timeout, callbacks=[rules],

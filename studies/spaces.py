@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from models import ModelConfig
 from preprocessing import PreprocessConfig
-from preprocessing.masks import MASKS
+from preprocessing.masks import MASK_NAMES
 from preprocessing.scaling import SCALINGS
 
 from .config import OPTIMIZERS, TrialConfig
@@ -17,7 +17,7 @@ def preprocessing_space(p: Params) -> PreprocessConfig:
     return PreprocessConfig(
         size=p.categorical("size", SIZES),
         color=p.categorical("color", ("rgb", "gray")),
-        mask=p.categorical("mask", tuple(MASKS)),
+        mask=p.categorical("mask", MASK_NAMES),
         scaling=p.categorical("scaling", SCALINGS),
     )
 

@@ -15,6 +15,11 @@ CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 
 def draw(cls: int, rng: np.random.Generator, size: tuple[int, int] = (24, 32)) -> np.ndarray:
     """(H, W, 3) uint8: class 0 a disc, 1 a square, 2 a horizontal bar, 3 a vertical bar."""
+    return draw_with_mask(cls, rng, size)[0]
+
+
+def draw_with_mask(cls: int, rng: np.random.Generator, size: tuple[int, int] = (24, 32)) -> tuple[np.ndarray, np.ndarray]:
+    """draw()'s image and its true foreground (the shape), as a boolean (H, W) mask."""
     h, w = size
     img = rng.normal(210, 12, (h, w, 3)).clip(0, 255)
     cy, cx = h // 2 + rng.integers(-2, 3), w // 2 + rng.integers(-2, 3)
@@ -27,13 +32,16 @@ def draw(cls: int, rng: np.random.Generator, size: tuple[int, int] = (24, 32)) -
         (abs(yy - cy) <= 2 * r) & (abs(xx - cx) <= r // 3),
     ]
     colour = np.array([90, 40, 140]) + rng.integers(-15, 16, 3)
-    img[shapes[cls % len(shapes)]] = colour
-    return img.astype(np.uint8)
+    mask = shapes[cls % len(shapes)]
+    img[mask] = colour
+    return img.astype(np.uint8), mask
 
 
 def make_image_set(root: Path, cells_per_class: int = 6, copies: int = 3, classes=CLASSES,
-                   size: tuple[int, int] = (24, 32), seed: int = 0, ext: str = ".png") -> Path:
-    """Write <root>/<CLASS>/_<k>_<n><ext>; returns root."""
+                   size: tuple[int, int] = (24, 32), seed: int = 0, ext: str = ".png",
+                   masks: dict | None = None) -> Path:
+    """Write <root>/<CLASS>/_<k>_<n><ext>; returns root. `masks`, if given, receives each
+    file's true foreground by path relative to root's parent."""
     rng = np.random.default_rng(seed)
     n = 0
     for ci, name in enumerate(classes):
@@ -41,7 +49,11 @@ def make_image_set(root: Path, cells_per_class: int = 6, copies: int = 3, classe
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(cells_per_class):
             for _ in range(copies):
-                Image.fromarray(draw(ci, rng, size)).save(folder / f"_{k}_{n}{ext}")
+                image, mask = draw_with_mask(ci, rng, size)
+                path = folder / f"_{k}_{n}{ext}"
+                Image.fromarray(image).save(path)
+                if masks is not None:
+                    masks[str(path.relative_to(root.parent))] = mask
                 n += 1
     return root
 

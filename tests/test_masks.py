@@ -32,8 +32,9 @@ def test_each_channel_thresholded_on_its_own():
     assert np.all(out[:, :, 0][~truth] == 0) and np.all(out[:, :, 0][truth] > 0)
 
 
-def test_unet_is_a_clear_error_until_it_exists():
-    with pytest.raises(DataError, match="mask 'unet'"):
-        PreprocessConfig(mask="unet")
-    with pytest.raises(DataError, match="mask 'blur' is not one of"):
+def test_unknown_masks_are_clear_errors():
+    assert PreprocessConfig(mask="unet").mask == "unet"
+    with pytest.raises(DataError, match="mask 'blur' is not one of none, otsu, unet"):
         PreprocessConfig(mask="blur")
+    with pytest.raises(DataError, match="runs on whole batches"):
+        apply_mask(np.zeros((4, 4, 3), np.uint8), "unet")

@@ -174,3 +174,19 @@ def test_bad_input_is_one_line_and_creates_nothing(work, args, message):
 def test_resume_unknown_study(work):
     done = run_search(work, "resume", "--study-name", "ghost")
     assert done.returncode != 0 and "no study named 'ghost'" in done.stderr
+
+
+def test_a_trial_with_unet_masks_end_to_end(work):
+    done = launch(work, "--pruner", "none", "--param", "mask=unet", "--param", "size=16x16",
+                  "--param", "optimizer=adam", trials=1)
+    assert done.returncode == 0, done.stderr
+    trial = load(work, "fcn").trials[0]
+    assert trial.state == S.COMPLETE and trial.user_attrs["config"]["preprocess"]["mask"] == "unet"
+    client, _, children = mlflow_runs(work, "fcn")
+    assert children[0].data.params["pre.mask"] == "unet"
+    unet_exp = client.get_experiment_by_name("unet")
+    unet_runs = client.search_runs([unet_exp.experiment_id])
+    assert len(unet_runs) == 1 and {"val_dice", "val_iou"} <= set(unet_runs[0].data.metrics)
+
+    again = run_search(work, "unet", "train", "--data-dir", "data", "--size", "16x16")
+    assert again.returncode == 0 and "trained earlier" in again.stdout  # stored once, reused

@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models.unet import build_unet, padding_for
+from preprocessing import PreprocessConfig, build_cache, load_dataset
+from preprocessing.unet import dice_iou, ensure_unet, unet_dir
+from synthetic import make_image_set, make_split_dataset
+
+
+def test_unet_any_size_is_padded_to_multiples_of_8_and_cropped_back():
+    assert padding_for(120, 160) == (0, 0) and padding_for(60, 80) == (4, 0) and padding_for(13, 17) == (3, 7)
+    model = build_unet(13, 17)
+    assert model.output_shape == (None, 13, 17, 1)
+    assert model.get_layer("pad_to_8") is not None
+
+
+def test_dice_and_iou():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2], b[1:3] = True, True  # 8 and 8 pixels, 4 shared
+    assert dice_iou(a, b) == pytest.approx((0.5, 1 / 3))
+    assert dice_iou(a, a) == (1.0, 1.0)
+
+
+def test_unet_learns_the_true_foreground_in_seconds(tmp_path):
+    truth = {}
+    make_image_set(tmp_path / "data" / "TRAIN", cells_per_class=10, copies=4, masks=truth, seed=3)
+    data = load_dataset(tmp_path / "data")
+    report = ensure_unet(data.train, (24, 32), tmp_path / "cache", epochs=25, patience=25, batch_size=16)
+    assert report.meta["train_seconds"] < 60
+    import keras
+
+    model = keras.saving.load_model(report.model_dir / "model.keras")
+    gray = build_cache(data.train, PreprocessConfig(size=(24, 32), color="gray"), tmp_path / "cache")
+    predicted = model.predict(gray.read(np.arange(len(gray))), verbose=0)[..., 0] > 0.5
+    true = np.stack([truth[f] for f in data.train.files])
+    _, iou = dice_iou(predicted, true)
+    assert iou > 0.8, iou
+    assert report.iou > 0.8  # against the Otsu masks it was trained on
+
+
+def test_unet_is_trained_once_even_by_concurrent_workers(tmp_path):
+    make_split_dataset(tmp_path / "data", cells_per_class=5, copies=2)
+    script = (
+        "import sys; from preprocessing import load_dataset, PreprocessConfig, build_cache;"
+        "c = build_cache(load_dataset(sys.argv[1]).train, PreprocessConfig(size=(16, 16), mask='unet'), sys.argv[2]);"
+        "print(int(c.read(range(len(c))).sum()))")
+    env_root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "data"), str(tmp_path / "cache")],
+                              cwd=env_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:]
+    assert outs[0][0] == outs[1][0]  # the same masked images
+    logs = outs[0][1] + outs[1][1]
+    assert logs.count("training the U-Net") == 1
+    data = load_dataset(tmp_path / "data")
+    meta = json.loads((unet_dir(tmp_path / "cache", data.train, (16, 16)) / "meta.json").read_text())
+    assert meta["padding"] == {"bottom": 0, "right": 0} and meta["epochs"] == 10
+    masked = build_cache(data.train, PreprocessConfig(size=(16, 16), mask="unet"), tmp_path / "cache")
+    plain = build_cache(data.train, PreprocessConfig(size=(16, 16)), tmp_path / "cache")
+    idx = np.arange(len(masked))
+    m, p = masked.read(idx), plain.read(idx)
+    assert np.all((m == p) | (m == 0))  # masking only zeroes pixels
+    assert (m == 0).sum() > (p == 0).sum()
