@@ -7,7 +7,16 @@ ModelConfig imports without TensorFlow, so processes that only plan trials stay 
 """
 from .config import ModelConfig
 
-__all__ = ["ModelConfig", "ARCHITECTURES", "build_model", "count_trainable"]
+__all__ = ["ModelConfig", "ARCHITECTURES", "build_model", "count_trainable", "load_model"]
+
+
+def load_model(path):
+    """keras.saving.load_model with this package's custom layers registered first."""
+    import keras
+
+    from . import layers  # noqa: F401  (registers Renormalize)
+
+    return keras.saving.load_model(path)
 
 
 def __getattr__(name: str):

@@ -134,11 +134,14 @@ def _decode_all(image_set: ImageSet, config: PreprocessConfig, out_file, workers
 
 
 def build_cache(image_set: ImageSet, config: PreprocessConfig, cache_dir: str | os.PathLike | None = None,
-                workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> ImageCache:
+                workers: int | None = None, progress: Callable[[int, int], None] | None = None,
+                unet_from: ImageSet | None = None) -> ImageCache:
     """Open the cache entry for this split and config, building it first if needed.
 
-    mask="unet" entries are made from the unmasked entry and the U-Net stored for this data
-    set and size (see preprocessing.unet), and keyed by that model too.
+    mask="unet" entries are made from the unmasked entry and the U-Net stored for the data
+    set and size (see preprocessing.unet), keyed by that model too. The U-Net is the one of
+    `unet_from` (default: this split): pass the TRAIN split when masking TEST, so TEST is
+    masked by the model the search used and never trains one of its own.
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
@@ -149,7 +152,7 @@ def build_cache(image_set: ImageSet, config: PreprocessConfig, cache_dir: str | 
     if config.mask in BATCH_MASKS:
         from .unet import unet_masked_writer
 
-        extra, write_images = unet_masked_writer(image_set, config, root)
+        extra, write_images = unet_masked_writer(image_set, config, root, unet_from or image_set)
     else:
         def write_images(f) -> tuple[np.ndarray, list[dict]]:
             return _decode_all(image_set, config, f, workers or os.cpu_count() or 1, progress)

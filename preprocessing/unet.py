@@ -125,20 +125,26 @@ def ensure_unet(image_set: ImageSet, size: tuple[int, int], cache_dir: str | Pat
     return report
 
 
-def unet_masked_writer(image_set: ImageSet, config: PreprocessConfig, root: Path):
-    """(model id for the cache key, writer) for a mask=unet cache entry."""
-    report = ensure_unet(image_set, config.size, root)
+def apply_unet(model, images: np.ndarray, grays: np.ndarray) -> np.ndarray:
+    """Zero the pixels of `images` that the U-Net calls background in `grays` (same size)."""
+    keep = model.predict(grays, verbose=0) > 0.5
+    return (images * keep).astype(np.uint8)
+
+
+def unet_masked_writer(image_set: ImageSet, config: PreprocessConfig, root: Path, unet_from: ImageSet):
+    """(model id for the cache key, writer) for a mask=unet cache entry of image_set, masked by
+    the U-Net of unet_from (trained on it first if absent)."""
+    report = ensure_unet(unet_from, config.size, root)
 
     def write(f) -> tuple[np.ndarray, list[dict]]:
-        import keras
+        from models import load_model
 
         base = build_cache(image_set, replace(config, mask="none"), root)
         gray = base if config.color == "gray" else build_cache(image_set, replace(config, color="gray", mask="none"), root)
-        model = keras.saving.load_model(report.model_dir / "model.keras")
+        model = load_model(report.model_dir / "model.keras")
         indices = np.arange(len(image_set))
         for images, grays in zip(base.chunks(indices, 128), gray.chunks(indices, 128)):
-            keep = model.predict(grays, verbose=0) > 0.5
-            f.write((images * keep).astype(np.uint8).tobytes())
+            f.write(apply_unet(model, images, grays).tobytes())
         return base.valid.copy(), list(base.unreadable)
 
     return report.meta["model_id"], write

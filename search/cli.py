@@ -154,6 +154,235 @@ def worker(study_name, storage, tracking_uri, data_dir, cache_dir, heartbeat_int
     sys.exit(Launcher(settings, quiet=quiet, create=False).run())
 
 
+# --- results: status, best, evaluate, report, predict, export, ui ----------------------------
+
+study_name_option = click.option("--study-name", required=True, help="The study, as listed by `search studies`.")
+results_tracking_option = click.option("--tracking-uri", envvar=["SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"],
+                                       help="[default: the one the study was launched with]")
+cache_option = click.option("--cache-dir", envvar="BLOODSEARCH_CACHE_DIR", help="[env BLOODSEARCH_CACHE_DIR]")
+trial_option = click.option("--trial", "trial_number", type=int, help="Trial number. [default: the best]")
+
+
+def _handle(study_name, storage, tracking_uri=None, data_dir=None):
+    from .results import open_existing
+
+    return open_existing(study_name, storage, tracking_uri, data_dir)
+
+
+def _tracker(handle):
+    from .tracking import Tracker, check_tracking
+
+    check_tracking(handle.settings.tracking_uri)
+    return Tracker(handle.settings.tracking_uri)
+
+
+@main.command()
+@study_name_option
+@storage_option
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def status(study_name, storage, as_json) -> None:
+    """Trials by state, best so far, trials running now, finished per hour, ETA."""
+    from .progress import _duration
+    from .results import as_json as dumps
+    from .results import status as study_status
+
+    st = study_status(_handle(study_name, storage))
+    if as_json:
+        click.echo(dumps(st))
+        return
+    s = st["states"]
+    click.echo(f"study {st['study']}: {st['finished']}/{st['target']} finished "
+               f"(complete {s['complete']}, pruned {s['pruned']}; failed {s['failed']}, "
+               f"running {s['running']}, queued {s['waiting']})")
+    best = f"{st['best_value']:.4f} (trial {st['best_trial']})" if st["best_value"] is not None else "-"
+    rate = f"{st['finished_per_hour']}/h" if st["finished_per_hour"] else "-"
+    eta = _duration(st["eta_s"]) if st["eta_s"] is not None else "?"
+    click.echo(f"best val_accuracy {best} | finished per hour {rate} (last hour: {st['finished_last_hour']}) | eta {eta}")
+    for r in st["running"]:
+        click.echo(f"  running: trial {r['trial']} on {r['host']} pid {r['pid']}, epoch {r['epoch']}, "
+                   f"{_duration(r['elapsed_s'])} elapsed")
+
+
+@main.command()
+@study_name_option
+@storage_option
+@click.option("--top", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def best(study_name, storage, top, as_json) -> None:
+    """The best trials' parameters and metrics."""
+    from .results import as_json as dumps
+    from .results import best_rows
+
+    rows = best_rows(_handle(study_name, storage).study, top)
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    if not rows:
+        click.echo(f"study {study_name} has no complete trial yet")
+        return
+    click.echo(f"{'trial':>5} {'val_acc':>8} {'epochs':>6} {'size MB':>8} {'conv':>5}  parameters")
+    for r in rows:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["params"].items()))
+        size = f"{r['model_size_mb']:.1f}" if r["model_size_mb"] is not None else "-"
+        click.echo(f"{r['trial']:>5} {r['val_accuracy']:>8.4f} {r['epochs_run'] or '-':>6} {size:>8} "
+                   f"{'yes' if r['converged'] else 'no':>5}  {params}")
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+@main.command()
+@study_name_option
+@storage_option
+@trial_option
+@results_tracking_option
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", help="[default: the study's]")
+@cache_option
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_dir, as_json) -> None:
+    """Evaluate a trial's model on TEST (and TEST_SIMPLE) and log it to the trial's run.
+
+    TEST is for the end of a search: choosing among trials by TEST accuracy would leak it."""
+    from .evaluation import evaluate_trial
+    from .results import as_json as dumps
+    from .results import pick_trial
+
+    handle = _handle(study_name, storage, tracking_uri, data_dir)
+    trial = pick_trial(handle.study, trial_number)
+    tracker = _tracker(handle)
+    result = evaluate_trial(handle, trial, tracker, cache_dir)
+    if as_json:
+        click.echo(dumps(result))
+        return
+    click.echo(f"study {study_name}, trial {trial.number} (val_accuracy {trial.value:.4f})")
+    for name, r in result["splits"].items():
+        cells = r["cells"]
+        click.echo(f"{name}: accuracy {r['accuracy']:.4f} on {r['images']} images; per-cell accuracy "
+                   f"{cells['cell_accuracy']:.4f} ({sum(c['true'] == c['voted'] for c in cells['per_cell'])}"
+                   f"/{cells['cells']} cells); macro F1 {r['macro_f1']:.4f}")
+        for cls, m in r["per_class"].items():
+            click.echo(f"  {cls:<12} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}"
+                       f"  ({m['support']} images)")
+    click.echo(result["row"])
+
+
+@main.command()
+@study_name_option
+@storage_option
+@results_tracking_option
+@click.option("--out", type=click.Path(file_okay=False), help="[default: report-<study>/]")
+@one_line_errors
+def report(study_name, storage, tracking_uri, out) -> None:
+    """Optimization history, parameter importances, parallel coordinates, intermediate values:
+    PNGs and an HTML page, also logged to the study's parent run."""
+    from .report import write_html, write_report
+    from .settings import PARENT_RUN_ATTR
+
+    handle = _handle(study_name, storage, tracking_uri)
+    folder = Path(out or f"report-{study_name}")
+    written = write_report(handle.study, folder)
+    write_html(handle.study, folder, written)
+    tracker = _tracker(handle)
+    tracker.log_artifacts(handle.study.user_attrs[PARENT_RUN_ATTR], folder, "report")
+    for name, path in written.items():
+        click.echo(f"{name}: {path}")
+    click.echo(f"logged to the parent run of experiment {study_name}; open {folder / 'report.html'}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--study-name", help="Predict with a trial of this study ...")
+@storage_option
+@trial_option
+@results_tracking_option
+@cache_option
+@click.option("--model", "model_dir", type=click.Path(), help="... or with a folder made by `search export`.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+@one_line_errors
+def predict(paths, study_name, storage, trial_number, tracking_uri, cache_dir, model_dir, as_json, as_csv) -> None:
+    """Class and probabilities for image files or folders, with the trial's own preprocessing."""
+    from .inference import Predictor, expand, from_trial
+    from .results import pick_trial
+
+    if bool(study_name) == bool(model_dir):
+        raise SearchError("give either --study-name (and optionally --trial) or --model DIR")
+    files = expand(paths)
+    if model_dir:
+        predictor = Predictor.from_folder(model_dir)
+    else:
+        handle = _handle(study_name, storage, tracking_uri)
+        predictor = from_trial(handle, pick_trial(handle.study, trial_number), _tracker(handle), cache_dir)
+    rows = predictor.predict(files)
+    classes = predictor.classes
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    elif as_csv:
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "class", *classes, "error"])
+        for r in rows:
+            probs = r.get("probabilities", {})
+            writer.writerow([r["file"], r.get("class", ""), *[f"{probs[c]:.6f}" if c in probs else "" for c in classes],
+                             r.get("error", "")])
+    else:
+        width = max([len(r["file"]) for r in rows] + [4])
+        click.echo(f"{'file':<{width}}  {'class':<12} " + " ".join(f"{c[:10]:>10}" for c in classes))
+        for r in rows:
+            if "error" in r:
+                click.echo(f"{r['file']:<{width}}  unreadable: {r['error']}")
+            else:
+                click.echo(f"{r['file']:<{width}}  {r['class']:<12} "
+                           + " ".join(f"{r['probabilities'][c]:>10.4f}" for c in classes))
+    bad = sum("error" in r for r in rows)
+    if bad:
+        click.echo(f"{bad} of {len(rows)} file(s) could not be read", err=True)
+
+
+@main.command()
+@study_name_option
+@storage_option
+@trial_option
+@results_tracking_option
+@cache_option
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--register", "register_name", help="Also register it in the MLflow model registry under this name.")
+@one_line_errors
+def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, register_name) -> None:
+    """A trial's model and preprocessing as a folder that `search predict --model DIR` accepts."""
+    from .inference import from_trial
+    from .results import pick_trial
+
+    handle = _handle(study_name, storage, tracking_uri)
+    trial = pick_trial(handle.study, trial_number)
+    tracker = _tracker(handle)
+    folder = from_trial(handle, trial, tracker, cache_dir).save(out)
+    click.echo(f"exported trial {trial.number} of {study_name} to {folder}")
+    if register_name:
+        version = tracker.register(trial.user_attrs["run_id"], folder, register_name)
+        click.echo(f"registered as model {register_name!r} version {version}")
+
+
+@main.command()
+@storage_option
+@tracking_option
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--dashboard-port", type=int, default=8080, show_default=True)
+@one_line_errors
+def ui(storage, tracking_uri, port, dashboard_port) -> None:
+    """The MLflow UI on the tracking store (and optuna-dashboard when installed), on 127.0.0.1."""
+    from .tracking import check_tracking
+    from .ui import run_ui
+
+    check_tracking(tracking_uri)
+    sys.exit(run_ui(tracking_uri, storage, port, dashboard_port))
+
+
 @main.group()
 def unet() -> None:
     """U-Net masks (mask=unet): train ahead of time, see its quality."""

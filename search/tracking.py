@@ -24,7 +24,9 @@ log = logging.getLogger("bloodsearch.tracking")
 # lost server is noticed; a trial (and the launcher) should learn within seconds. Set by
 # the user, these variables win; worker processes inherit them.
 for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}.items():
+                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                      # a progress bar per downloaded file would bury command output
+                      "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
     os.environ.setdefault(_name, _value)
 
 
@@ -134,6 +136,25 @@ class Tracker:
 
     def log_artifacts(self, run_id: str, folder: str | Path, path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(folder), artifact_path=path)
+
+    def download(self, run_id: str, path: str, dst: str | Path) -> Path:
+        from mlflow.artifacts import download_artifacts
+
+        return Path(download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.uri))
+
+    def log_evaluation(self, run_id: str, metrics: dict[str, float], folder: str | Path) -> None:
+        self.log_metrics(run_id, metrics)
+        self.log_artifacts(run_id, folder, "evaluation")
+
+    def register(self, run_id: str, folder: str | Path, name: str) -> str:
+        """Log an exported model folder to the run and register it as a model version."""
+        self.log_artifacts(run_id, folder, "export")
+        try:
+            self.client.create_registered_model(name)
+        except Exception:  # already registered: add a version
+            pass
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/export"
+        return self.client.create_model_version(name, source, run_id=run_id).version
 
     def end_trial(self, run_id: str, state: str) -> None:
         self.set_tags(run_id, {"optuna.state": state})

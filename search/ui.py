@@ -1,0 +1,85 @@
+"""`search ui`: the MLflow UI on the configured tracking store (and optuna-dashboard on the
+storage when it is installed), on 127.0.0.1, until Ctrl-C."""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import SearchError
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SearchError(f"{url}: the server exited with code {proc.returncode} before answering")
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.3)
+    raise SearchError(f"{url}: no answer within {timeout:.0f} s")
+
+
+def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> int:
+    procs: list[subprocess.Popen] = []
+    urls: list[str] = []
+    bindir = Path(sys.executable).parent
+    try:
+        if tracking_uri.startswith(("http://", "https://")):
+            urls.append(f"MLflow UI (the tracking server): {tracking_uri}")
+        else:
+            if not _port_free(port):
+                raise SearchError(f"--port {port} is in use on 127.0.0.1; pick another")
+            mlflow = shutil.which("mlflow", path=str(bindir)) or "mlflow"
+            proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
+                                     "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            _wait(f"http://127.0.0.1:{port}/health", proc)
+            urls.append(f"MLflow UI: http://127.0.0.1:{port}")
+        if importlib.util.find_spec("optuna_dashboard") is not None:
+            if not _port_free(dashboard_port):
+                raise SearchError(f"--dashboard-port {dashboard_port} is in use on 127.0.0.1; pick another")
+            dash = shutil.which("optuna-dashboard", path=str(bindir)) or "optuna-dashboard"
+            proc = subprocess.Popen([dash, storage, "--host", "127.0.0.1", "--port", str(dashboard_port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            _wait(f"http://127.0.0.1:{dashboard_port}/", proc)
+            urls.append(f"optuna-dashboard: http://127.0.0.1:{dashboard_port}")
+        else:
+            urls.append("optuna-dashboard: not installed (pip install optuna-dashboard)")
+        for line in urls:
+            print(line, flush=True)
+        print("Ctrl-C to stop.", flush=True)
+        while procs and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        if not procs:  # nothing local to serve: the tracking server has its own UI
+            return 0
+        raise SearchError("a UI server stopped on its own")
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

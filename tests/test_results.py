@@ -1,0 +1,174 @@
+"""Results commands on a tiny real study: status, best, evaluate, report, predict, export, ui."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchtools import env_for, load, mlflow_runs, run_search, search_cmd, wait_for
+from search.evaluation import cell_votes, study_row
+from synthetic import make_split_dataset
+
+pytestmark = pytest.mark.slow
+TINY = ["--study", "seed-fcn", "--param", "size=24x32", "--param", "width=0.25", "--param", "batch_size=16",
+        "--param", "learning_rate=0.003", "--param", "dropout=0.0", "--epochs", "6", "--patience", "6", "--quiet"]
+
+
+def test_cell_vote_on_a_hand_built_case():
+    groups = ["A/1", "A/1", "A/1", "B/2", "B/2", "B/3", "B/3"]
+    y_true = np.array([0, 0, 0, 1, 1, 1, 1])
+    probs = np.array([
+        [0.9, 0.1], [0.2, 0.8], [0.7, 0.3],   # cell A/1: votes 2 for class 0 -> right
+        [0.4, 0.6], [0.9, 0.1],               # cell B/2: tie 1-1, mean probs (0.65, 0.35) -> class 0, wrong
+        [0.3, 0.7], [0.45, 0.55],             # cell B/3: 2 votes for class 1 -> right
+    ])
+    votes = cell_votes(groups, y_true, probs)
+    assert votes["cells"] == 3 and votes["cell_accuracy"] == pytest.approx(2 / 3)
+    by_cell = {c["cell"]: c for c in votes["per_cell"]}
+    assert by_cell["B/2"]["voted"] == 0 and by_cell["B/2"]["votes"] == [1, 1]
+    assert by_cell["A/1"]["images"] == 3
+    assert study_row(0.8823, 34.27, 26, True) == "accuracy 0.882 | model size 34.3 MB | epochs 26 | converged"
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("results")
+    make_split_dataset(work / "data", cells_per_class=6, copies=3, test_cells=2)
+    done = run_search(work, "launch", *TINY, "--trials", "2", "--data-dir", "data")
+    assert done.returncode == 0, done.stderr
+    return work
+
+
+def test_status_and_best(study_dir):
+    done = run_search(study_dir, "status", "--study-name", "seed-fcn")
+    assert done.returncode == 0 and "2/2 finished (complete 2" in done.stdout and "eta 0:00" in done.stdout
+    st = json.loads(run_search(study_dir, "status", "--study-name", "seed-fcn", "--json").stdout)
+    assert st["states"]["complete"] == 2 and st["running"] == [] and st["finished_per_hour"] > 0
+    best = json.loads(run_search(study_dir, "best", "--study-name", "seed-fcn", "--top", "1", "--json").stdout)
+    study = load(study_dir, "seed-fcn")
+    assert len(best) == 1 and best[0]["trial"] == study.best_trial.number
+    assert best[0]["val_accuracy"] == pytest.approx(study.best_value)
+    assert best[0]["fixed"]["size"] == "24x32"
+    table = run_search(study_dir, "best", "--study-name", "seed-fcn").stdout
+    assert re.search(rf"^\s+{study.best_trial.number}\s+{study.best_value:.4f}", table, re.M)
+
+
+def test_evaluate_logs_test_metrics_and_per_cell_accuracy(study_dir):
+    done = run_search(study_dir, "evaluate", "--study-name", "seed-fcn", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    test = result["splits"]["TEST"]
+    assert test["images"] == 4 * 2 * 3 and test["cells"]["cells"] == 4 * 2
+    assert sum(m["support"] for m in test["per_class"].values()) == 24
+    assert result["row"].startswith(f"accuracy {test['accuracy']:.3f} | per-cell ")
+    client, _, children = mlflow_runs(study_dir, "seed-fcn")
+    run = next(r for r in children if r.info.run_id == load(study_dir, "seed-fcn").best_trial.user_attrs["run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(test["accuracy"])
+    assert "test_cell_accuracy" in run.data.metrics and "test_recall_MONOCYTE" in run.data.metrics
+    names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix_test.png", "evaluation/confusion_matrix_test.json"} <= names
+    text = run_search(study_dir, "evaluate", "--study-name", "seed-fcn", "--trial", "0").stdout
+    assert "per-cell accuracy" in text and "MONOCYTE" in text
+
+
+def test_predict_export_round_trip_and_bad_files(study_dir):
+    (study_dir / "notes.jpg").write_text("not an image")
+    images = sorted((study_dir / "data" / "TEST" / "MONOCYTE").glob("*.png"))[:3]
+    args = [str(p) for p in images] + [str(study_dir / "notes.jpg")]
+    by_study = run_search(study_dir, "predict", "--study-name", "seed-fcn", *args, "--json")
+    assert by_study.returncode == 0, by_study.stderr
+    rows = json.loads(by_study.stdout)
+    assert [r["file"] for r in rows] == args
+    assert "error" in rows[-1] and "could not be read" in by_study.stderr
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows[:-1])
+
+    exported = run_search(study_dir, "export", "--study-name", "seed-fcn", "--out", "exported", "--register", "tiny")
+    assert exported.returncode == 0 and "version 1" in exported.stdout, exported.stderr
+    by_folder = json.loads(run_search(study_dir, "predict", "--model", "exported", *args, "--json").stdout)
+    for a, b in zip(rows[:-1], by_folder[:-1]):
+        assert a["class"] == b["class"]
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+    csv = run_search(study_dir, "predict", "--model", "exported", str(images[0]), "--csv").stdout.splitlines()
+    assert csv[0].startswith("file,class,EOSINOPHIL") and len(csv) == 2
+    client, _, _ = mlflow_runs(study_dir, "seed-fcn")
+    assert client.get_registered_model("tiny").name == "tiny"
+
+
+def test_predict_matches_the_cached_pipeline(study_dir):
+    """predict's own preprocessing gives the model what the search gave it."""
+    from preprocessing import load_dataset, make_batches
+    from preprocessing.cache import build_cache
+    from search.inference import Predictor
+
+    assert run_search(study_dir, "export", "--study-name", "seed-fcn", "--out", "for-parity").returncode == 0
+    predictor = Predictor.from_folder(study_dir / "for-parity")
+    data = load_dataset(study_dir / "data")
+    cache = build_cache(data.test, predictor.config.preprocess, study_dir / "cache")
+    idx = np.arange(6)
+    via_cache = np.asarray(predictor.model.predict(make_batches(cache, idx, 16), verbose=0))
+    via_files = predictor.predict([data.test.path(i) for i in idx])
+    np.testing.assert_allclose(via_cache, [[r["probabilities"][c] for c in predictor.classes] for r in via_files],
+                               atol=1e-5)
+
+
+def test_report_writes_pictures_and_logs_them(study_dir):
+    done = run_search(study_dir, "report", "--study-name", "seed-fcn", "--out", "rep")
+    assert done.returncode == 0, done.stderr
+    assert (study_dir / "rep" / "optimization_history.png").stat().st_size > 1000
+    assert (study_dir / "rep" / "intermediate_values.png").exists()
+    assert "<img" in (study_dir / "rep" / "report.html").read_text()
+    client, parents, _ = mlflow_runs(study_dir, "seed-fcn")
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/optimization_history.png" in logged and "report/report.html" in logged
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="needs Debian's chromium and chromium-driver (installed by .ci/run)")
+def test_mlflow_ui_shows_the_studys_runs_in_a_browser(study_dir):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from services import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(search_cmd("ui", "--port", str(port), "--dashboard-port", str(free_port())),
+                            cwd=study_dir, env=env_for(study_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        line = wait_for(lambda: _read_until(proc, "MLflow UI:"), 120, "search ui to print its URL")
+        url = line.split("MLflow UI:", 1)[1].strip()
+        assert url == f"http://127.0.0.1:{port}"
+        client, _, children = mlflow_runs(study_dir, "seed-fcn")
+        exp_id = children[0].info.experiment_id
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+        try:
+            driver.get(f"{url}/#/experiments/{exp_id}/runs")
+            # Trial runs are nested under the study's parent run: expand it, as a user would.
+            expander = "//button[contains(@data-component-id, 'runnamecellrenderer')]"
+            WebDriverWait(driver, 90).until(lambda d: d.find_elements(By.XPATH, expander))
+            driver.find_elements(By.XPATH, expander)[0].click()
+            WebDriverWait(driver, 60).until(lambda d: "seed-fcn-0" in d.page_source and "seed-fcn-1" in d.page_source)
+            driver.save_screenshot(str(study_dir / "mlflow-ui.png"))
+        finally:
+            driver.quit()
+    finally:
+        os.killpg(proc.pid, 2)  # Ctrl-C
+        assert proc.wait(timeout=30) == 0
+
+
+def _read_until(proc, marker):
+    line = proc.stdout.readline()
+    if not line and proc.poll() is not None:
+        raise AssertionError(f"search ui exited with {proc.returncode}")
+    return line if marker in line else None
