@@ -40,6 +40,8 @@ def default_cache_dir() -> Path:
 
 def cache_key(image_set: ImageSet, config: PreprocessConfig, extra: str = "") -> str:
     parts = [CACHE_VERSION, image_set.fingerprint, image_set.name, config.size_text, config.color, config.mask, extra]
+    if config.fit != "stretch":  # keeps the keys of caches made before `fit` existed
+        parts.append(config.fit)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from .errors import DataError
 
 COLORS = ("rgb", "gray")
+FITS = ("stretch", "pad")
 
 
 def parse_size(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -30,20 +31,25 @@ class PreprocessConfig:
     """How images are turned into model input.
 
     size is (height, width); the public set's 240x320 images become 120x160 by default,
-    as in the study. scaling is applied inside the model (see models.scaling), so it is
-    not part of the on-disk cache key; size, color and mask are.
+    as in the study. fit is how an image meets that size: `stretch` resizes it (the study's
+    way), `pad` keeps its aspect ratio and pads with black (the study's wished-for square
+    inputs). scaling is applied inside the model (see models.scaling), so it is not part of
+    the on-disk cache key; size, fit, color and mask are.
     """
 
     size: tuple[int, int] = (120, 160)
     color: str = "rgb"
     mask: str = "none"
     scaling: str = "channel"
+    fit: str = "stretch"
 
     def __post_init__(self) -> None:
         from .masks import check_mask
         from .scaling import SCALINGS
 
         object.__setattr__(self, "size", parse_size(self.size))
+        if self.fit not in FITS:
+            raise DataError(f"fit {self.fit!r} is not one of {', '.join(FITS)}")
         if self.color not in COLORS:
             raise DataError(f"color {self.color!r} is not one of {', '.join(COLORS)}")
         check_mask(self.mask)
@@ -65,4 +71,4 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(**{k: d[k] for k in ("size", "color", "mask", "scaling") if k in d})
+        return cls(**{k: d[k] for k in ("size", "color", "mask", "scaling", "fit") if k in d})

@@ -17,14 +17,25 @@ class UnreadableImage(Exception):
     """A file that Pillow cannot decode (truncated, corrupt, not an image)."""
 
 
+def fit_to(im: Image.Image, size: tuple[int, int], fit: str) -> Image.Image:
+    """Resize to (height, width): stretched, or scaled to fit and centred on black."""
+    h, w = size
+    if fit == "stretch":
+        return im.resize((w, h), RESAMPLE)
+    scale = min(w / im.width, h / im.height)
+    inner = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    canvas = Image.new(im.mode, (w, h))
+    canvas.paste(im.resize(inner, RESAMPLE), ((w - inner[0]) // 2, (h - inner[1]) // 2))
+    return canvas
+
+
 def load_image(path: str | Path, config: PreprocessConfig) -> np.ndarray:
-    """(H, W, C) uint8: converted to RGB or gray, resized to config.size, masked."""
-    h, w = config.size
+    """(H, W, C) uint8: converted to RGB or gray, fitted to config.size, masked."""
     try:
         with Image.open(path) as im:
             # RGBA, palette, 16-bit and gray files all become plain RGB first, so every
             # image takes the same path through resize and masking.
-            im = im.convert("RGB").resize((w, h), RESAMPLE)
+            im = fit_to(im.convert("RGB"), config.size, config.fit)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(f"{path}: {exc}") from None
     if config.color == "gray":

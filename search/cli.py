@@ -96,19 +96,9 @@ def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name
 
 
 def _stored_settings(study_name: str, storage: str) -> SearchSettings:
-    import optuna
+    from .results import open_existing
 
-    from .storage import check_storage, open_storage
-
-    check_storage(storage)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    except KeyError:
-        raise SearchError(f"no study named {study_name!r} in {storage}") from None
-    stored = study.user_attrs.get(SETTINGS_ATTR)
-    if not stored:
-        raise SearchError(f"study {study_name!r} in {storage} was not made by search launch")
-    return SearchSettings.from_json(stored, storage=storage)
+    return open_existing(study_name, storage).settings
 
 
 @main.command()
@@ -381,6 +371,98 @@ def ui(storage, tracking_uri, port, dashboard_port) -> None:
 
     check_tracking(tracking_uri)
     sys.exit(run_ui(tracking_uri, storage, port, dashboard_port))
+
+
+@main.command()
+@study_name_option
+@storage_option
+@trial_option
+@results_tracking_option
+@cache_option
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+@one_line_errors
+def featuremaps(study_name, storage, trial_number, tracking_uri, cache_dir, image, out) -> None:
+    """One PNG grid per conv/pool layer of a trial's model for IMAGE; logged to the trial's run."""
+    from preprocessing.images import UnreadableImage
+
+    from .featuremaps import write_featuremaps
+    from .inference import from_trial
+    from .results import pick_trial
+
+    handle = _handle(study_name, storage, tracking_uri)
+    trial = pick_trial(handle.study, trial_number)
+    tracker = _tracker(handle)
+    predictor = from_trial(handle, trial, tracker, cache_dir)
+    try:
+        array = predictor.model_input(Path(image))
+    except UnreadableImage as exc:
+        raise SearchError(f"{image}: unreadable ({str(exc).split(': ', 1)[-1]})") from None
+    written = write_featuremaps(predictor.model, array, Path(out), f"{study_name} trial {trial.number}")
+    tracker.log_artifacts(trial.user_attrs["run_id"], out, f"featuremaps/{Path(image).stem}")
+    for path in written:
+        click.echo(str(path))
+    click.echo(f"{len(written)} layer(s); logged to trial {trial.number}'s run under featuremaps/{Path(image).stem}")
+
+
+@main.group()
+def data() -> None:
+    """Look at a data set before searching it."""
+
+
+@data.command("inspect")
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", required=True, help="[env SEARCH_DATA_DIR]")
+@click.option("--sheet", type=click.Path(dir_okay=False), default="contact-sheet.png", show_default=True,
+              help="PNG with a few TRAIN images per class next to their Otsu masks.")
+@click.option("--per-class", type=click.IntRange(1, 12), default=4, show_default=True)
+@click.option("--size", default="120x160", show_default=True, help="Size the sheet shows images at.")
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def data_inspect(data_dir, sheet, per_class, size, as_json) -> None:
+    """Class counts per split, original cells per class, image sizes, unreadable files."""
+    from preprocessing import DataError, PreprocessConfig, load_dataset
+    from preprocessing.images import UnreadableImage, load_image
+    from preprocessing.inspection import inspect_dataset
+
+    from .plots import contact_sheet_png
+
+    try:
+        dataset = load_dataset(data_dir)
+        plain = PreprocessConfig(size=size, mask="none")
+    except DataError as exc:
+        raise SearchError(str(exc)) from None
+    report = inspect_dataset(dataset)
+    bad = {u["file"] for u in report["splits"]["TRAIN"]["unreadable"]}
+    rows = []
+    train = dataset.train
+    for label, name in enumerate(dataset.classes):
+        pairs, seen = [], set()
+        for i in (i for i in range(len(train)) if train.labels[i] == label and train.files[i] not in bad):
+            if train.groups[i] in seen:  # one image per original cell: show different cells
+                continue
+            try:
+                pairs.append((load_image(train.path(i), plain), load_image(train.path(i), PreprocessConfig(size=size, mask="otsu"))))
+            except UnreadableImage:
+                continue
+            seen.add(train.groups[i])
+            if len(pairs) == per_class:
+                break
+        rows.append((name, pairs))
+    contact_sheet_png(rows, Path(sheet), f"{dataset.root.name}: TRAIN, one image per cell, and its Otsu mask")
+    report["contact_sheet"] = str(sheet)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    click.echo(f"{report['data_dir']} ({report['layout']} layout), classes: {', '.join(report['classes'])}")
+    for name, split in report["splits"].items():
+        click.echo(f"{name}: {sum(split['images'].values())} images, {sum(split['cells'].values())} original cells")
+        for cls in report["classes"]:
+            click.echo(f"  {cls:<12} {split['images'].get(cls, 0):>6} images {split['cells'].get(cls, 0):>5} cells")
+        sizes = ", ".join(f"{k} ({v})" for k, v in list(split["sizes_wxh"].items())[:5])
+        click.echo(f"  sizes (WxH): {sizes}")
+        for u in split["unreadable"]:
+            click.echo(f"  unreadable: {u['file']} ({u['error']})")
+    click.echo(f"contact sheet: {sheet}")
 
 
 @main.group()

@@ -10,7 +10,6 @@ from typing import Iterable
 
 import numpy as np
 
-from preprocessing import PreprocessConfig
 from preprocessing.dataset import IMAGE_SUFFIXES
 from preprocessing.images import UnreadableImage, load_image
 from models import load_model
@@ -56,8 +55,17 @@ class Predictor:
         if pre.mask != "unet":
             return load_image(path, pre), None
         image = load_image(path, replace(pre, mask="none"))
-        gray = image if pre.color == "gray" else load_image(path, PreprocessConfig(size=pre.size, color="gray"))
+        gray = image if pre.color == "gray" else load_image(path, replace(pre, color="gray", mask="none"))
         return image, gray
+
+    def model_input(self, path: Path) -> np.ndarray:
+        """One file as the model takes it (masked, when the trial masked)."""
+        image, gray = self._decode(path)
+        if self.unet is None:
+            return image
+        from preprocessing.unet import apply_unet
+
+        return apply_unet(self.unet, image[None], gray[None])[0]
 
     def predict(self, paths: list[Path], batch: int = 64) -> list[dict]:
         """One row per file, in order: class and probabilities, or the error that kept it out

@@ -39,3 +39,25 @@ def learning_curves_png(history: dict[str, list[float]], path: Path, title: str)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def contact_sheet_png(rows: list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]], path: Path, title: str) -> None:
+    """rows: (class name, [(image, its Otsu-masked image), ...]); one row per class."""
+    per_row = max(len(pairs) for _, pairs in rows) * 2
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 1.6, len(rows) * 1.4 + 0.6), squeeze=False)
+    for r, (name, pairs) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c // 2 < len(pairs):
+                picture = pairs[c // 2][c % 2]
+                ax.imshow(picture[:, :, 0] if picture.shape[2] == 1 else picture, cmap="gray")
+                if r == 0:
+                    ax.set_title("image" if c % 2 == 0 else "Otsu mask", fontsize=8)
+            else:
+                ax.axis("off")
+        axes[r][0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from models import ModelConfig
 from preprocessing import PreprocessConfig
+from preprocessing.config import FITS
 from preprocessing.masks import MASK_NAMES
 from preprocessing.scaling import SCALINGS
 
@@ -19,6 +20,7 @@ def preprocessing_space(p: Params) -> PreprocessConfig:
         color=p.categorical("color", ("rgb", "gray")),
         mask=p.categorical("mask", MASK_NAMES),
         scaling=p.categorical("scaling", SCALINGS),
+        fit=p.categorical("fit", FITS),
     )
 
 
@@ -49,7 +51,8 @@ def fixed_config(p: Params, arch: str, dropout: float) -> TrialConfig:
     """The study's best configuration, every value still overridable with --param."""
     return TrialConfig(
         preprocess=PreprocessConfig(size=p.constant("size", "120x160"), color=p.constant("color", "rgb"),
-                                    mask=p.constant("mask", "none"), scaling=p.constant("scaling", "channel")),
+                                    mask=p.constant("mask", "none"), scaling=p.constant("scaling", "channel"),
+                                    fit=p.constant("fit", "stretch")),
         model=ModelConfig(arch=arch, kernels=tuple(p.constant(f"kernel_{i + 1}", 2) for i in range(SECTIONS)),
                           dropout=p.constant("dropout", dropout), width=p.constant("width", 1.0),
                           dense_units=p.constant("dense_units", 128)),

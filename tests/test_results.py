@@ -172,3 +172,15 @@ def _read_until(proc, marker):
     if not line and proc.poll() is not None:
         raise AssertionError(f"search ui exited with {proc.returncode}")
     return line if marker in line else None
+
+
+def test_featuremaps_command_writes_and_logs(study_dir):
+    image = sorted((study_dir / "data" / "TEST" / "EOSINOPHIL").glob("*.png"))[0]
+    done = run_search(study_dir, "featuremaps", "--study-name", "seed-fcn", str(image), "--out", "maps")
+    assert done.returncode == 0, done.stderr
+    pngs = sorted((study_dir / "maps").glob("*.png"))
+    assert len(pngs) == 12 and pngs[0].name == "01_conv1.png"
+    client, _, _ = mlflow_runs(study_dir, "seed-fcn")
+    run_id = load(study_dir, "seed-fcn").best_trial.user_attrs["run_id"]
+    logged = client.list_artifacts(run_id, f"featuremaps/{image.stem}")
+    assert len(logged) == 12
