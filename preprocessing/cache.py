@@ -27,7 +27,7 @@ from .locking import build_once
 from .masks import BATCH_MASKS
 
 log = logging.getLogger("bloodsearch.cache")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Otsu leaves black augmentation corners out
 ENV_CACHE_DIR = "BLOODSEARCH_CACHE_DIR"
 
 

@@ -38,3 +38,12 @@ def test_unknown_masks_are_clear_errors():
         PreprocessConfig(mask="blur")
     with pytest.raises(DataError, match="runs on whole batches"):
         apply_mask(np.zeros((4, 4, 3), np.uint8), "unet")
+
+
+def test_black_rotation_corners_do_not_hide_the_cell():
+    img, truth = _known_foreground(3)
+    img[:8, :8] = 0  # a rotated augmentation's black corner
+    img[-6:, -10:] = 0
+    out = otsu_mask(img)
+    assert np.array_equal(out[truth], img[truth])  # the cell is kept
+    assert np.all(out[~truth] == 0)
