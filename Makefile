@@ -22,8 +22,10 @@ demo: install
 	cd $(DEMO) && ../$(VENV)/bin/search studies
 	@echo "MLflow UI: cd $(DEMO) && ../$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
+# Two processes: the end-to-end tests spend much of their time starting TensorFlow and
+# servers. Tests that share a server or a study stay together (xdist_group).
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"

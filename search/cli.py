@@ -141,7 +141,7 @@ def worker(study_name, storage, tracking_uri, data_dir, cache_dir, heartbeat_int
         if value is not None:
             setattr(settings, key, value)
     settings.workers = 1
-    sys.exit(Launcher(settings, quiet=quiet, create=False).run())
+    sys.exit(Launcher(settings, quiet=quiet, create=False, store_settings=False).run())
 
 
 # --- results: status, best, evaluate, report, predict, export, ui ----------------------------

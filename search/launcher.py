@@ -60,7 +60,9 @@ def validate(settings: SearchSettings) -> None:
     check_tracking(settings.tracking_uri)
 
 
-def open_study(settings: SearchSettings, tracker: Tracker, create: bool) -> optuna.Study:
+def open_study(settings: SearchSettings, tracker: Tracker, create: bool, store_settings: bool = True) -> optuna.Study:
+    """Create or load the study. store_settings: record these settings for `resume` (a launch
+    or resume does; a joining worker, whose data dir or tracking URI may be its own, does not)."""
     storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period,
                            stale_callback=CloseRunAndRetry(tracker))
     pruner = make_pruner(settings.pruner, settings.epochs)
@@ -75,7 +77,8 @@ def open_study(settings: SearchSettings, tracker: Tracker, create: bool) -> optu
     if stored and json.loads(stored)["study"] != settings.study:
         raise SearchError(f"study {settings.study_name!r} was launched with --study {json.loads(stored)['study']}, "
                           f"not {settings.study}; pick another --study-name")
-    study.set_user_attr(SETTINGS_ATTR, settings.to_json())
+    if store_settings or not stored:
+        study.set_user_attr(SETTINGS_ATTR, settings.to_json())
     if PARENT_RUN_ATTR not in study.user_attrs:
         study.set_user_attr(PARENT_RUN_ATTR, tracker.parent_run(settings.study_name, settings.mlflow_params()))
     return study
@@ -146,8 +149,9 @@ def _die_with_parent() -> None:
 
 
 class Launcher:
-    def __init__(self, settings: SearchSettings, quiet: bool = False, create: bool = True) -> None:
-        self.settings, self.quiet, self.create = settings, quiet, create
+    def __init__(self, settings: SearchSettings, quiet: bool = False, create: bool = True,
+                 store_settings: bool = True) -> None:
+        self.settings, self.quiet, self.create, self.store_settings = settings, quiet, create, store_settings
         self.procs: dict[int, subprocess.Popen] = {}
         self.spawned = 0
         self.tty = sys.stderr.isatty()
@@ -201,7 +205,7 @@ class Launcher:
         s = self.settings
         validate(s)
         tracker = Tracker(s.tracking_uri)
-        study = open_study(s, tracker, self.create)
+        study = open_study(s, tracker, self.create, self.store_settings)
         self._warn_about_sqlite(study)
         recovered = recover_local_orphans(study, tracker, live=set())
         if recovered and not self.quiet:

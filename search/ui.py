@@ -3,7 +3,9 @@ storage when it is installed), on 127.0.0.1, until Ctrl-C."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +13,9 @@ import time
 from pathlib import Path
 
 from .errors import SearchError
+
+# The UI needs none of MLflow 3's GenAI job runners, which would start with it.
+MLFLOW_UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def _port_free(port: int) -> bool:
@@ -41,6 +46,7 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
     procs: list[subprocess.Popen] = []
     urls: list[str] = []
     bindir = Path(sys.executable).parent
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly as on Ctrl-C
     try:
         if tracking_uri.startswith(("http://", "https://")):
             urls.append(f"MLflow UI (the tracking server): {tracking_uri}")
@@ -49,7 +55,8 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
                 raise SearchError(f"--port {port} is in use on 127.0.0.1; pick another")
             mlflow = shutil.which("mlflow", path=str(bindir)) or "mlflow"
             proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
-                                     "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True, env={**os.environ, **MLFLOW_UI_ENV})
             procs.append(proc)
             _wait(f"http://127.0.0.1:{port}/health", proc)
             urls.append(f"MLflow UI: http://127.0.0.1:{port}")
@@ -58,7 +65,7 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
                 raise SearchError(f"--dashboard-port {dashboard_port} is in use on 127.0.0.1; pick another")
             dash = shutil.which("optuna-dashboard", path=str(bindir)) or "optuna-dashboard"
             proc = subprocess.Popen([dash, storage, "--host", "127.0.0.1", "--port", str(dashboard_port)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             procs.append(proc)
             _wait(f"http://127.0.0.1:{dashboard_port}/", proc)
             urls.append(f"optuna-dashboard: http://127.0.0.1:{dashboard_port}")
@@ -75,11 +82,25 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        # Each server runs in its own process group with its children (uvicorn workers):
+        # stop the whole group, not just its first process.
         for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         for proc in procs:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -4,6 +4,7 @@ not pile up over hundreds of trials)."""
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -34,16 +35,29 @@ def in_flight(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=ACTIVE))
 
 
+# What a retried trial inherits from the one it replaces: its intent (configuration, seed,
+# original number), never the identity of the process that died with it. An inherited pid
+# would make the re-queued trial look orphaned until its new worker overwrote it.
+INHERITED = ("config", "seed", "origin_trial")
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial's parameters again, once (Optuna's retry callback)."""
+    if trial.user_attrs.get("surplus"):
+        return
+    clean = copy.deepcopy(trial)
+    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED}
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, clean)
+
+
 class CloseRunAndRetry:
     """Heartbeat-stale trial: re-queue its parameters once and close its MLflow run FAILED."""
 
     def __init__(self, tracker) -> None:
         self.tracker = tracker
-        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if not trial.user_attrs.get("surplus"):
-            self.retry(study, trial)
+        requeue(study, trial)
         run_id = trial.user_attrs.get("run_id")
         if run_id:
             self.tracker.close_if_running(run_id, "FAIL")
@@ -100,7 +114,7 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
         mine = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
                 if t.user_attrs.get("pid") == os.getpid() and not t.user_attrs.get("surplus")]
         if mine:
-            RetryHeartbeatStaleTrialCallback(max_retry=1)(study, mine[-1])
+            requeue(study, mine[-1])
         return EXIT_INTERRUPTED
     return EXIT_FAILING if rules.failing else EXIT_OK
 

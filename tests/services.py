@@ -16,6 +16,11 @@ PG_HOST, PG_PORT = os.environ.get("PGHOST", "127.0.0.1"), int(os.environ.get("PG
 PG_USER = os.environ.get("PGUSER", "postgres")
 
 
+# MLflow 3's server also starts GenAI job runners (huey consumers, each with a pool of
+# database connections); tracking needs none of them, and they exhaust max_connections.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def pg_url(database: str) -> str:
     return f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
 
@@ -80,7 +85,8 @@ def mlflow_server(backend_db: str, workdir: Path):
     log = (workdir / f"mlflow-server-{port}.log").open("w")
     proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", pg_url(backend_db),
                              "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **MLFLOW_SERVER_ENV})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/health", timeout=120)

@@ -14,7 +14,7 @@ from searchtools import env_for, load, mlflow_runs, run_search, search_cmd, wait
 from search.evaluation import cell_votes, study_row
 from synthetic import make_split_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results")]  # one study, built once
 TINY = ["--study", "seed-fcn", "--param", "size=24x32", "--param", "width=0.25", "--param", "batch_size=16",
         "--param", "learning_rate=0.003", "--param", "dropout=0.0", "--epochs", "6", "--patience", "6", "--quiet"]
 

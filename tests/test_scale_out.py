@@ -13,7 +13,8 @@ from services import fresh_database, mlflow_server, pg_available, pg_cluster, pg
 from synthetic import make_split_dataset
 
 S = optuna.trial.TrialState
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not pg_available() and not os.environ.get("CI"),
+# One xdist group: these tests share one MLflow server, and one of them stops PostgreSQL.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("postgres"), pytest.mark.skipif(not pg_available() and not os.environ.get("CI"),
                                                     reason="PostgreSQL at 127.0.0.1:5432 is not running")]
 FASTER = [*FAST, "--pruner", "none", "--epochs", "2", "--heartbeat-interval", "1", "--grace-period", "4"]
 

@@ -73,7 +73,8 @@ def test_kill_minus_9_mid_trial_then_relaunch(work):
     killed = study.trials[victim.number]
     assert killed.state == S.FAIL
     retries = [t for t in study.trials if t.user_attrs.get("origin_trial") == victim.number and t.number != victim.number]
-    assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state == S.COMPLETE
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state == S.COMPLETE, retries[0].user_attrs.get("fail_reason")
     assert sum(t.state in (S.COMPLETE, S.PRUNED) for t in study.trials) == 2
     assert not [t for t in study.trials if t.state == S.RUNNING]
     _, _, children = mlflow_runs(work, "fcn")
