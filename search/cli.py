@@ -202,22 +202,17 @@ def status(study_name, storage, as_json) -> None:
 @one_line_errors
 def best(study_name, storage, top, as_json) -> None:
     """The best trials' parameters and metrics."""
-    from .results import as_json as dumps
     from .results import best_rows
 
-    rows = best_rows(_handle(study_name, storage).study, top)
-    if as_json:
-        click.echo(dumps(rows))
-        return
-    if not rows:
-        click.echo(f"study {study_name} has no complete trial yet")
-        return
-    click.echo(f"{'trial':>5} {'val_acc':>8} {'epochs':>6} {'size MB':>8} {'conv':>5}  parameters")
-    for r in rows:
+    def line(r: dict) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["params"].items()))
         size = f"{r['model_size_mb']:.1f}" if r["model_size_mb"] is not None else "-"
-        click.echo(f"{r['trial']:>5} {r['val_accuracy']:>8.4f} {r['epochs_run'] or '-':>6} {size:>8} "
-                   f"{'yes' if r['converged'] else 'no':>5}  {params}")
+        return (f"{r['trial']:>5} {r['val_accuracy']:>8.4f} {r['epochs_run'] or '-':>6} {size:>8} "
+                f"{'yes' if r['converged'] else 'no':>5}  {params}")
+
+    _print_rows(best_rows(_handle(study_name, storage).study, top), as_json,
+                f"study {study_name} has no complete trial yet",
+                f"{'trial':>5} {'val_acc':>8} {'epochs':>6} {'size MB':>8} {'conv':>5}  parameters", line)
 
 
 def _short(value) -> str:
@@ -531,18 +526,27 @@ def studies(storage, as_json) -> None:
         rows.append({"study": summary.study_name, "finished": snap.finished, "target": target,
                      "complete": snap.complete, "pruned": snap.pruned, "failed": snap.failed,
                      "running": snap.running, "best_value": snap.best_value, "best_trial": snap.best_trial})
-    if as_json:
-        click.echo(json.dumps(rows, indent=1))
-        return
-    if not rows:
-        click.echo(f"no studies in {storage}")
-        return
-    click.echo(f"{'study':<20} {'finished':>9} {'complete':>9} {'pruned':>7} {'failed':>7} {'running':>8}  best")
-    for r in rows:
+    def line(r: dict) -> str:
         best = f"{r['best_value']:.4f} (trial {r['best_trial']})" if r["best_value"] is not None else "-"
         finished = f"{r['finished']}/{r['target']}" if r["target"] else str(r["finished"])
-        click.echo(f"{r['study']:<20} {finished:>9} {r['complete']:>9} {r['pruned']:>7} {r['failed']:>7} "
-                   f"{r['running']:>8}  {best}")
+        return (f"{r['study']:<20} {finished:>9} {r['complete']:>9} {r['pruned']:>7} {r['failed']:>7} "
+                f"{r['running']:>8}  {best}")
+
+    _print_rows(rows, as_json, f"no studies in {storage}",
+                f"{'study':<20} {'finished':>9} {'complete':>9} {'pruned':>7} {'failed':>7} {'running':>8}  best",
+                line)
+
+
+def _print_rows(rows: list[dict], as_json: bool, empty: str, header: str, line) -> None:
+    """A command's rows as JSON, or a table with a header, or a line saying there are none."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, default=str))
+    elif not rows:
+        click.echo(empty)
+    else:
+        click.echo(header)
+        for r in rows:
+            click.echo(line(r))
 
 
 if __name__ == "__main__":

@@ -57,13 +57,19 @@ def _connect_args(url: str) -> dict:
     return {}
 
 
+def _pool(url: str) -> dict:
+    """A process needs two connections at once (its trial and the trial's heartbeat thread);
+    keeping SQLAlchemy's default five idle per process would cost a shared server dearly."""
+    return {} if is_sqlite(url) else {"pool_size": 2, "max_overflow": 3}
+
+
 def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | None = None,
                  stale_callback=None) -> RDBStorage:
     """An RDBStorage with heartbeat: trials of a killed worker become FAIL and are retried once."""
     try:
         return RDBStorage(
             url,
-            engine_kwargs={"connect_args": _connect_args(url), "pool_pre_ping": True},
+            engine_kwargs={"connect_args": _connect_args(url), "pool_pre_ping": True, **_pool(url)},
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=stale_callback or RetryHeartbeatStaleTrialCallback(max_retry=1),

@@ -29,7 +29,10 @@ def tracking(tmp_path_factory):
 @pytest.fixture
 def storage():
     with fresh_database() as db:
-        yield pg_url(db)
+        url = pg_url(db)
+        yield url
+        if url in _STORAGES:
+            _STORAGES.pop(url).engine.dispose()
 
 
 @pytest.fixture
@@ -38,8 +41,19 @@ def work(tmp_path: Path) -> Path:
     return tmp_path
 
 
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def study_storage(storage: str) -> optuna.storages.RDBStorage:
+    if storage not in _STORAGES:
+        _STORAGES[storage] = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_size": 1, "max_overflow": 2})
+    return _STORAGES[storage]
+
+
 def study_of(storage: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=storage)
+    # One engine per URL: a new one per poll would hold its pooled connections until garbage
+    # collection and, polled five times a second, run PostgreSQL out of connections.
+    return optuna.load_study(study_name=name, storage=study_storage(storage))
 
 
 def runs_of(tracking: str, name: str):
@@ -160,7 +174,7 @@ def test_tracking_server_unreachable_at_launch(work, storage):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode != 0 and len(lines) == 1
     assert lines[0].startswith("error: --tracking-uri http://127.0.0.1:9: tracking server unreachable")
-    assert optuna.get_all_study_summaries(storage) == []
+    assert optuna.get_all_study_summaries(study_storage(storage)) == []
 
 
 def test_tracking_server_lost_mid_study_keeps_results_and_says_so(work, storage, tmp_path):
