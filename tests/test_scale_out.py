@@ -46,7 +46,7 @@ _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
 
 def study_storage(storage: str) -> optuna.storages.RDBStorage:
     if storage not in _STORAGES:
-        _STORAGES[storage] = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_size": 1, "max_overflow": 2})
+        _STORAGES[storage] = optuna.storages.RDBStorage(storage, engine_kwargs={"pool_size": 1, "max_overflow": 2, "pool_pre_ping": True})
     return _STORAGES[storage]
 
 
