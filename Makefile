@@ -20,7 +20,7 @@ demo: install
 	cd $(DEMO) && ../$(VENV)/bin/search launch --study fcn --trials 4 --data-dir ../sample/blood-cells \
 		--cache-dir .cache --param size=60x80 --param batch_size=32 --epochs 4 --patience 3
 	cd $(DEMO) && ../$(VENV)/bin/search studies
-	@echo "MLflow UI: cd $(DEMO) && ../$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo "MLflow UI: cd $(DEMO) && ../$(VENV)/bin/search ui"
 
 # Two processes: the end-to-end tests spend much of their time starting TensorFlow and
 # servers. Tests that share a server or a study stay together (xdist_group).
