@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import keras
-import numpy as np
 import optuna
 
 from studies import Params, TrialConfig

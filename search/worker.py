@@ -23,12 +23,6 @@ MAX_CONSECUTIVE_FAILURES = 3
 log = logging.getLogger("bloodsearch.worker")
 
 
-def counted(study: optuna.Study) -> int:
-    from .objective import COUNTED
-
-    return len(study.get_trials(deepcopy=False, states=COUNTED))
-
-
 def in_flight(study: optuna.Study) -> int:
     from .objective import ACTIVE
 

@@ -1,7 +1,6 @@
 """Many workers on one study over the machine's PostgreSQL and a real MLflow tracking server."""
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 

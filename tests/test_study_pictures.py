@@ -1,6 +1,5 @@
 """Square padding, feature-map pictures and the data-set overview."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
