@@ -69,7 +69,7 @@ def start_fleet(work, storage, tracking, name, trials, workers=3):
     launcher = start_search(work, "launch", "--study", "fcn", "--study-name", name, "--trials", str(trials),
                             "--data-dir", "data", "--storage", storage, "--tracking-uri", tracking, "--quiet",
                             "--trials-per-worker", "3", *FASTER, log=work / "launch.log")
-    wait_for(lambda: _exists(storage, name), 120, "the study to be created")
+    wait_for(lambda: _exists(storage, name), 300, "the study to be created")
     joiners = [start_search(work, "worker", "--study-name", name, "--storage", storage, "--quiet",
                             log=work / f"worker{i}.log") for i in range(workers - 1)]
     return [launcher, *joiners]
