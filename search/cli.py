@@ -1,7 +1,9 @@
 """`search`: the command line. Every user error is one line on stderr and a non-zero exit."""
 from __future__ import annotations
 
+import faulthandler
 import json
+import signal
 import sys
 from functools import wraps
 from pathlib import Path
@@ -46,6 +48,8 @@ quiet_option = click.option("--quiet", is_flag=True, help="No progress line.")
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
     """Hyperparameter search with experiment tracking for blood-cell image classifiers."""
+    # `kill -USR1 <pid>` prints every thread's stack: the way to see where a stuck launch waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 @main.command()

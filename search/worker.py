@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -23,10 +25,14 @@ MAX_CONSECUTIVE_FAILURES = 3
 log = logging.getLogger("bloodsearch.worker")
 
 
-def in_flight(study: optuna.Study) -> int:
+def needs_work(study: optuna.Study, target: int) -> bool:
+    """Whether the study still wants a worker: a queued (retried) trial nobody has started, or
+    fewer finished and running trials than its target. A queued trial alone is reason to go
+    on: counted as "in flight" it would stop every worker, and nobody would ever run it."""
     from .objective import ACTIVE
 
-    return len(study.get_trials(deepcopy=False, states=ACTIVE))
+    trials = study.get_trials(deepcopy=False, states=ACTIVE)
+    return any(t.state == optuna.trial.TrialState.WAITING for t in trials) or len(trials) < target
 
 
 # What a retried trial inherits from the one it replaces: its intent (configuration, seed,
@@ -73,8 +79,8 @@ class StopRules:
                 study.stop()
         elif trial.state != optuna.trial.TrialState.FAIL:
             self.failures = 0
-        # Running and queued trials count too, so workers don't start trials past the target.
-        if in_flight(study) >= self.target:
+        # Running trials count too, so workers don't start trials past the target.
+        if not needs_work(study, self.target):
             study.stop()
 
 
@@ -93,7 +99,7 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
     study = optuna.load_study(study_name=settings.study_name, storage=storage,
                               sampler=make_sampler(settings.sampler, sampler_seed),
                               pruner=make_pruner(settings.pruner, settings.epochs))
-    if in_flight(study) >= settings.trials:
+    if not needs_work(study, settings.trials):
         return EXIT_OK
     objective = Objective(settings, load_study(settings.study), tracker,
                           DataProvider(settings.data_dir, settings.cache_dir, settings.val_fraction, settings.seed,
@@ -120,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float)
     p.add_argument("--sampler-seed", type=int)
     args = p.parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack: the way to see where a stuck worker waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeat and retry are marked experimental in Optuna; we rely on them knowingly.

@@ -110,6 +110,32 @@ def stop_process_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (workers run in sessions of their own, so not killpg)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+def dump_stacks(pid: int) -> None:
+    """Ask a stuck process tree to print its Python stacks (faulthandler on SIGUSR1)."""
+    for p in descendants(pid):
+        try:
+            os.kill(p, 10)
+        except ProcessLookupError:
+            pass
+
+
 def pg_cluster(action: str) -> None:
     """Stop or start the machine's PostgreSQL (the outage test)."""
     version = sorted(os.listdir("/etc/postgresql"))[-1]

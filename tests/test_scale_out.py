@@ -1,6 +1,7 @@
 """Many workers on one study over the machine's PostgreSQL and a real MLflow tracking server."""
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import optuna
 import pytest
 
 from searchtools import FAST, run_search, start_search, wait_for
-from services import fresh_database, mlflow_server, pg_available, pg_cluster, pg_url, stop_process_group
+from services import descendants, dump_stacks, fresh_database, mlflow_server, pg_available, pg_cluster, pg_url, stop_process_group
 from synthetic import make_split_dataset
 
 S = optuna.trial.TrialState
@@ -82,17 +83,31 @@ def _exists(storage, name):
         return False
 
 
-def finish(procs, timeout=600):
+def finish(procs, work: Path, timeout=600):
     deadline = time.monotonic() + timeout
     codes = []
     for p in procs:
-        codes.append(p.wait(timeout=max(1, deadline - time.monotonic())))
+        try:
+            codes.append(p.wait(timeout=max(1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            # Leave the evidence: every process's stacks go to the logs, which the failure shows.
+            for q in procs:
+                dump_stacks(q.pid)
+            time.sleep(3)  # faulthandler writes asynchronously; not a check
+            for q in procs:
+                for pid in descendants(q.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            logs = "\n".join(f"----- {f.name}\n{f.read_text()[-8000:]}" for f in sorted(work.glob("*.log")))
+            raise AssertionError(f"{' '.join(p.args[3:5])} still running after {timeout} s\n{logs}") from None
     return codes
 
 
 def test_three_workers_reach_exactly_the_target(work, storage, tracking):
     procs = start_fleet(work, storage, tracking, "fleet", trials=12)
-    assert finish(procs) == [0, 0, 0], [(work / f).read_text()[-2000:] for f in ("launch.log", "worker0.log")]
+    assert finish(procs, work) == [0, 0, 0], [(work / f).read_text()[-2000:] for f in ("launch.log", "worker0.log")]
     study = study_of(storage, "fleet")
     finished = [t for t in study.trials if t.state in (S.COMPLETE, S.PRUNED)]
     assert len(finished) == 12
@@ -121,7 +136,7 @@ def test_kill_minus_9_one_worker_mid_trial(work, storage, tracking):
 
     trial = wait_for(victim, 300, "a trial in its second epoch")
     os.kill(trial.user_attrs["pid"], signal.SIGKILL)
-    assert finish(procs) == [0, 0, 0]
+    assert finish(procs, work) == [0, 0, 0]
 
     study = study_of(storage, "killed")
     killed = study.trials[trial.number]

@@ -111,6 +111,20 @@ def test_ctrl_c_stops_cleanly_and_resume_continues(work):
     assert any(t.params == study.trials[victim.number].params and t.state == S.COMPLETE for t in study.trials)
 
 
+def test_a_queued_retry_of_the_last_trial_is_run_not_waited_for(work):
+    """The last trial's worker died and its parameters wait in the queue: the relaunch must run
+    them (a queued trial once counted as "in flight", and every worker stopped at once)."""
+    assert launch(work, "--pruner", "none", trials=1).returncode == 0
+    study = load(work, "fcn")
+    study.enqueue_trial(study.trials[0].params, user_attrs={"origin_trial": 0})
+    again = run_search(work, "launch", "--study", "fcn", "--trials", "2", "--data-dir", "data", "--quiet",
+                       "--pruner", "none", *FAST, timeout=300)
+    assert again.returncode == 0, again.stderr
+    study = load(work, "fcn")
+    assert [t.state for t in study.trials] == [S.COMPLETE, S.COMPLETE]
+    assert study.trials[1].params == study.trials[0].params and study.trials[1].user_attrs["origin_trial"] == 0
+
+
 PRUNE_STUDY = """
 from studies.spaces import fixed_config
 
