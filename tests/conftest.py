@@ -21,6 +21,16 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
+def pytest_configure(config):
+    """Tests that share a server, or stop PostgreSQL, rely on --dist loadgroup keeping their
+    xdist_group on one worker. pytest 9.2 makes pytest-xdist ignore the mark, silently
+    (pytest-dev/pytest-xdist#1386): refuse to run like that."""
+    version = tuple(int(x) for x in pytest.__version__.split(".")[:2] if x.isdigit())
+    if getattr(config.option, "dist", "no") == "loadgroup" and version >= (9, 2):
+        raise pytest.UsageError(f"pytest {pytest.__version__} breaks --dist loadgroup (pytest-dev/pytest-xdist#1386); "
+                                f"install pytest<9.2 (make install does)")
+
+
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.WARNING)
