@@ -6,6 +6,7 @@ import importlib.util
 import optuna
 
 from .errors import SearchError
+from .settings import EPOCH_PRUNERS
 
 NEEDS = {"gp": ("torch", "PyTorch (pip install torch)"), "cmaes": ("cmaes", "the cmaes package (pip install cmaes)")}
 
@@ -37,6 +38,18 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
     if name == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if name == "wilcoxon":
+        # Seeds, not epochs, are its steps (--repeats): p < 0.1 needs at least 4 of them.
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise SearchError(f"--pruner {name!r} is not one of median, hyperband, successive-halving, none")
+    raise SearchError(f"--pruner {name!r} is not one of median, hyperband, successive-halving, wilcoxon, none")
+
+
+def check_pruner(name: str, repeats: int) -> None:
+    """Epoch pruners need one learning curve per trial; Wilcoxon needs several seeds."""
+    if repeats > 1 and name in EPOCH_PRUNERS:
+        raise SearchError(f"--pruner {name} prunes on epochs, and with --repeats {repeats} each seed has its own "
+                          f"epochs; use --pruner wilcoxon or none")
+    if repeats == 1 and name == "wilcoxon":
+        raise SearchError("--pruner wilcoxon compares trials seed by seed; it needs --repeats 2 or more")

@@ -65,7 +65,11 @@ def main() -> None:
 @tracking_option
 @click.option("--study-name", help="Name in the storage and MLflow experiment. [default: the --study name]")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True)
-@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS),
+              help="[default: median; wilcoxon with --repeats]  Epoch pruners stop a trial's training early; "
+                   "wilcoxon stops a trial's seeds when it is worse than the best trial, seed by seed.")
+@click.option("--repeats", type=click.IntRange(1), default=1, show_default=True,
+              help="Seeds per trial: the trial's value is their mean val_accuracy; each seed is a nested MLflow run.")
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True, help="Maximum epochs per trial.")
 @click.option("--patience", type=click.IntRange(1), default=5, show_default=True,
               help="Early-stopping patience on validation accuracy.")
@@ -84,8 +88,8 @@ def main() -> None:
               help="Seconds without heartbeat after which a trial is failed and retried once.")
 @quiet_option
 @one_line_errors
-def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name, sampler, pruner, epochs, patience,
-           seed, timeout, workers, params, trials_per_worker, log_models, val_fraction, heartbeat_interval,
+def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name, sampler, pruner, repeats, epochs,
+           patience, seed, timeout, workers, params, trials_per_worker, log_models, val_fraction, heartbeat_interval,
            grace_period, quiet) -> None:
     """Start a study, or continue it until it has --trials finished trials."""
     from .launcher import Launcher
@@ -93,8 +97,8 @@ def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name
     settings = SearchSettings(
         study=study, study_name=study_name or (Path(study).stem if study.endswith(".py") else study),
         storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, trials=trials, cache_dir=cache_dir,
-        sampler=sampler, pruner=pruner, epochs=epochs, patience=patience, seed=seed, timeout=timeout,
-        workers=workers, params=parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
+        sampler=sampler, pruner=pruner or ("median" if repeats == 1 else "wilcoxon"), repeats=repeats,
+        epochs=epochs, patience=patience, seed=seed, timeout=timeout, workers=workers, params=parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
         val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     sys.exit(Launcher(settings, quiet=quiet).run())
 
@@ -257,6 +261,74 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
             click.echo(f"  {cls:<12} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}"
                        f"  ({m['support']} images)")
     click.echo(result["row"])
+
+
+@main.command()
+@click.option("--study-name", help="Replicate a trial of this study (with --trial; default its best) ...")
+@storage_option
+@trial_option
+@click.option("--study", "study", help="... or a shipped or .py study's fixed configuration, e.g. seed-fcn.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="With --study: fix a parameter.")
+@click.option("--repeats", type=click.IntRange(1), default=10, show_default=True, help="Seeds, each trained from scratch.")
+@click.option("--data-dir", envvar="SEARCH_DATA_DIR", help="[default: the study's; required with --study]")
+@cache_option
+@click.option("--epochs", type=click.IntRange(1), help="[default: the study's, or 20]")
+@click.option("--patience", type=click.IntRange(1), help="[default: the study's, or 5]")
+@click.option("--seed", type=int, help="Seeds the validation split and the repeats. [default: the study's, or 0]")
+@click.option("--tracking-uri", envvar=["SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"],
+              help=f"[default: the study's, or {DEFAULT_TRACKING_URI}]")
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def replicate(study_name, storage, trial_number, study, params, repeats, data_dir, cache_dir, epochs, patience, seed,
+              tracking_uri, as_json) -> None:
+    """Re-train one configuration --repeats times from scratch, evaluate each seed on TEST,
+    and print the study's row: accuracy mean ± std [min, max] | size | epochs | convergence."""
+    from preprocessing import DataError
+    from studies import ParamError, StudyError, TrialConfig, check_params, load_study
+
+    from .replicate import Replication
+    from .replicate import replicate as run_replication
+    from .results import as_json as dumps
+    from .results import pick_trial
+    from .tracking import Tracker, check_tracking
+
+    if bool(study_name) == bool(study):
+        raise SearchError("give either --study-name (and optionally --trial) or --study")
+    if study_name:
+        if params:
+            raise SearchError("--param goes with --study; a trial's configuration is fixed")
+        handle = _handle(study_name, storage, tracking_uri, data_dir)
+        trial = pick_trial(handle.study, trial_number)
+        s = handle.settings
+        rep = Replication(f"{study_name}-trial{trial.number}", TrialConfig.from_dict(trial.user_attrs["config"]),
+                          s.data_dir, epochs or s.epochs, patience or s.patience, s.seed if seed is None else seed,
+                          s.val_fraction, {"study_name": study_name, "trial": trial.number})
+        tracking_uri = s.tracking_uri
+    else:
+        if not data_dir:
+            raise SearchError("--data-dir is required with --study")
+        try:
+            config = check_params(load_study(study), parse_params(params), study)
+        except (StudyError, ParamError) as exc:
+            raise SearchError(str(exc)) from None
+        name = Path(study).stem if study.endswith(".py") else study
+        rep = Replication(name, config, data_dir, epochs or 20, patience or 5, seed or 0, 0.2,
+                          {"study": study, **parse_params(params)})
+        tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
+    check_tracking(tracking_uri)
+    try:
+        result = run_replication(rep, repeats, Tracker(tracking_uri), cache_dir)
+    except DataError as exc:
+        raise SearchError(str(exc)) from None
+    if as_json:
+        click.echo(dumps(result.to_dict()))
+    else:
+        click.echo(f"{rep.name}, {repeats} seeds, {rep.config.preprocess.size[0]}x{rep.config.preprocess.size[1]}:")
+        click.echo(result.summary.row())
+    if result.tracking_error:
+        click.echo(f"warning: not all of it reached MLflow at {tracking_uri} ({result.tracking_error})", err=True)
+    elif not as_json:
+        click.echo(f"MLflow: experiment replicate, run {result.run_id}")
 
 
 @main.command()

@@ -55,13 +55,26 @@ def study_row(accuracy: float, size_mb: float | None, epochs: int | None, conver
     return " | ".join(parts)
 
 
+def split_report(model, split, cache, classes: Sequence[str], batch_size: int = 128) -> dict:
+    """Image-level metrics and per-cell votes of a model on one held-out split's cache."""
+    from preprocessing import make_batches
+
+    idx = np.flatnonzero(cache.valid)
+    probs = np.asarray(model.predict(make_batches(cache, idx, batch_size), verbose=0))
+    y_true = split.labels[idx]
+    report = classification_metrics(y_true, probs, classes)
+    report["cells"] = cell_votes([split.groups[i] for i in idx], y_true, probs)
+    report["unreadable"] = len(cache.unreadable)
+    return report
+
+
 def evaluate_trial(handle, trial, tracker, cache_dir: str | None, batch_size: int = 128) -> dict:
     """Evaluate the trial's model on TEST (and TEST_SIMPLE) and log it all to the trial's run."""
     import json
     import tempfile
     from pathlib import Path
 
-    from preprocessing import load_dataset, make_batches
+    from preprocessing import load_dataset
     from preprocessing.cache import build_cache
 
     from .inference import from_trial
@@ -77,12 +90,7 @@ def evaluate_trial(handle, trial, tracker, cache_dir: str | None, batch_size: in
                 continue
             split = data.splits[name]
             cache = build_cache(split, predictor.config.preprocess, cache_dir, unet_from=data.train)
-            idx = np.flatnonzero(cache.valid)
-            probs = np.asarray(predictor.model.predict(make_batches(cache, idx, batch_size), verbose=0))
-            y_true = split.labels[idx]
-            report = classification_metrics(y_true, probs, predictor.classes)
-            report["cells"] = cell_votes([split.groups[i] for i in idx], y_true, probs)
-            report["unreadable"] = len(cache.unreadable)
+            report = split_report(predictor.model, split, cache, predictor.classes, batch_size)
             results["splits"][name] = report
             prefix = name.lower()
             metrics[f"{prefix}_accuracy"] = report["accuracy"]

@@ -23,7 +23,7 @@ import optuna
 from preprocessing import DataError, load_dataset, validation_split
 from studies import ParamError, StudyError, check_params, load_study
 
-from .algorithms import check_sampler, make_pruner
+from .algorithms import check_pruner, check_sampler, make_pruner
 from .errors import SearchError
 from .progress import progress_line, snapshot
 from .settings import PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
@@ -55,7 +55,10 @@ def validate(settings: SearchSettings) -> None:
         raise SearchError(f"--trials {settings.trials} must be at least 1")
     if settings.workers < 1:
         raise SearchError(f"--workers {settings.workers} must be at least 1")
+    if settings.repeats < 1:
+        raise SearchError(f"--repeats {settings.repeats} must be at least 1")
     check_sampler(settings.sampler)
+    check_pruner(settings.pruner, settings.repeats)
     check_storage(settings.storage)
     check_tracking(settings.tracking_uri)
 

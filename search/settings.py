@@ -5,7 +5,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
-PRUNERS = ("median", "hyperband", "successive-halving", "none")
+PRUNERS = ("median", "hyperband", "successive-halving", "wilcoxon", "none")
+EPOCH_PRUNERS = ("median", "hyperband", "successive-halving")
 LOG_MODELS = ("all", "best", "none")
 SETTINGS_ATTR = "bloodsearch.settings"
 PARENT_RUN_ATTR = "bloodsearch.parent_run_id"
@@ -33,6 +34,7 @@ class SearchSettings:
     val_fraction: float = 0.2
     heartbeat_interval: int = 10
     grace_period: int = 30
+    repeats: int = 1
 
     # Where the study lives is how it is found again, so it is not stored with it.
     _NOT_STORED = ("storage",)
@@ -50,4 +52,5 @@ class SearchSettings:
     def mlflow_params(self) -> dict:
         return {"search.epochs": self.epochs, "search.patience": self.patience, "search.seed": self.seed,
                 "search.sampler": self.sampler, "search.pruner": self.pruner, "search.study": self.study,
-                "search.val_fraction": self.val_fraction, "search.data_dir": self.data_dir}
+                "search.val_fraction": self.val_fraction, "search.data_dir": self.data_dir,
+                "search.repeats": self.repeats}

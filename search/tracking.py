@@ -113,11 +113,12 @@ class Tracker:
         return run_id
 
     # --- trial level -------------------------------------------------------------------
-    def start_trial(self, study_name: str, parent_id: str, run_name: str, params: dict[str, Any],
+    def start_trial(self, study_name: str, parent_id: str | None, run_name: str, params: dict[str, Any],
                     tags: dict[str, Any]) -> str:
+        """A trial's run under the study's parent run, or a seed's run under its trial's."""
         exp_id = self.experiment_id(study_name)
-        run = self.client.create_run(exp_id, run_name=run_name,
-                                     tags={"mlflow.parentRunId": parent_id, **{k: str(v) for k, v in tags.items()}})
+        nesting = {"mlflow.parentRunId": parent_id} if parent_id else {}
+        run = self.client.create_run(exp_id, run_name=run_name, tags={**nesting, **{k: str(v) for k, v in tags.items()}})
         self.client.log_batch(run.info.run_id, params=_params(params))
         return run.info.run_id
 
@@ -141,6 +142,9 @@ class Tracker:
         from mlflow.artifacts import download_artifacts
 
         return Path(download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.uri))
+
+    def log_table(self, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
+        self.client.log_table(run_id, data=columns, artifact_file=artifact_file)
 
     def log_evaluation(self, run_id: str, metrics: dict[str, float], folder: str | Path) -> None:
         self.log_metrics(run_id, metrics)
@@ -216,6 +220,10 @@ class TrialRun:
     def log_artifacts(self, folder: str | Path) -> None:
         if self.run_id:
             self._call(self.tracker.log_artifacts, self.run_id, folder)
+
+    def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
+        if self.run_id:
+            self._call(self.tracker.log_table, self.run_id, columns, artifact_file)
 
     def end(self, state: str) -> None:
         if self.run_id:

@@ -1,0 +1,121 @@
+"""Training speed on this CPU: images/s of one configuration's training step, per TensorFlow setting.
+
+    python benchmarks/train_speed.py --data-dir ../shared/data/blood-cells/dataset2-master/images \
+        --study seed-fcn --size 60x80 [--variants baseline,xla,...] [--images 1024] [--json]
+
+Each variant runs in a fresh process (thread pools are fixed when TensorFlow starts): it
+builds the study's configuration at --size, fits it on the first --images training images
+of the grouped split (uint8 batches streamed from the on-disk cache, exactly as a trial is
+fed), one warm-up epoch and then --epochs timed epochs, and reports the median images/s and
+its ratio to the baseline. Variants:
+
+  baseline     what a trial does today (Keras defaults: on CPU, jit_compile resolves to off)
+  xla          model.compile(jit_compile=True)
+  threads-1x2  inter_op 1, intra_op 2 (one op at a time, both cores inside it)
+  threads-2x1  inter_op 2, intra_op 1
+  deterministic  tf.config.experimental.enable_op_determinism() (the cost of bit-reproducibility)
+  bf16         mixed_bfloat16 policy (CPU bf16 support varies; accuracy must be re-checked)
+  no-prefetch  the same pipeline without tf.data prefetch (what overlap buys)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+VARIANTS = ("baseline", "xla", "threads-1x2", "threads-2x1", "deterministic", "bf16", "no-prefetch")
+
+
+def child(args) -> dict:
+    import tensorflow as tf
+
+    if args.variant == "threads-1x2":
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+    elif args.variant == "threads-2x1":
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    elif args.variant == "deterministic":
+        tf.config.experimental.enable_op_determinism()
+    import keras
+
+    if args.variant == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+    from search.data import DataProvider
+    from search.training import make_optimizer
+    from studies import check_params, load_study
+    from models import build_model
+    from preprocessing import make_batches
+
+    config = check_params(load_study(args.study), {"size": args.size, **dict(p.split("=", 1) for p in args.param)},
+                          args.study)
+    data = DataProvider(args.data_dir, args.cache_dir, 0.2, 0).get(config.preprocess)
+    idx = data.split.train[: args.images]
+    keras.utils.set_random_seed(0)
+    model = build_model(config.model, (*config.preprocess.size, config.preprocess.channels), data.num_classes,
+                        scaling=(data.stats.kind, data.stats.mean, data.stats.std))
+    model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=True if args.variant == "xla" else "auto")
+    ds = make_batches(data.cache, idx, config.batch_size, shuffle=True, seed=0)
+    if args.variant == "no-prefetch":
+        ds = ds.prefetch(0)  # a zero-sized buffer: the step waits for each batch
+    times = []
+    for epoch in range(args.epochs + 1):
+        started = time.perf_counter()
+        history = model.fit(ds, epochs=1, verbose=0, shuffle=False).history
+        if epoch:  # the first epoch traces and compiles
+            times.append(time.perf_counter() - started)
+    return {"images_per_s": round(len(idx) / statistics.median(times), 1),
+            "epoch_s": [round(t, 2) for t in times], "loss": round(float(history["loss"][-1]), 4),
+            "config": f"{args.study} {config.preprocess.size[0]}x{config.preprocess.size[1]} batch {config.batch_size}",
+            "jit_compile": bool(model.jit_compile)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--cache-dir")
+    p.add_argument("--study", default="seed-fcn")
+    p.add_argument("--size", default="60x80")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--images", type=int, default=1024, help="training images per timed epoch")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up epoch")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    if args.variant:
+        print(json.dumps(child(args)))
+        return
+    results = {"machine": f"{os.cpu_count()} CPUs", "data_dir": args.data_dir}
+    base = ["--data-dir", args.data_dir, "--study", args.study, "--size", args.size, "--images", str(args.images),
+            "--epochs", str(args.epochs), *(["--cache-dir", args.cache_dir] if args.cache_dir else []),
+            *[x for kv in args.param for x in ("--param", kv)]]
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            sys.exit(f"--variants: unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+        done = subprocess.run([sys.executable, __file__, *base, "--variant", variant], capture_output=True, text=True)
+        if done.returncode:
+            results[variant] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+        else:
+            results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        if "images_per_s" in results.get("baseline", {}) and "images_per_s" in results[variant]:
+            results[variant]["vs_baseline"] = round(results[variant]["images_per_s"] / results["baseline"]["images_per_s"], 2)
+        if not args.json:
+            print(f"{variant:<14} {json.dumps(results[variant])}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
