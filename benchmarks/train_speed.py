@@ -4,10 +4,11 @@
         --study seed-fcn --size 60x80 [--variants baseline,xla,...] [--images 1024] [--json]
 
 Each variant runs in a fresh process (thread pools are fixed when TensorFlow starts): it
-builds the study's configuration at --size, fits it on the first --images training images
+builds the study's configuration at --size, fits it on --images random training images
 of the grouped split (uint8 batches streamed from the on-disk cache, exactly as a trial is
-fed), one warm-up epoch and then --epochs timed epochs, and reports the median images/s and
-its ratio to the baseline. Variants:
+fed), one warm-up epoch and then --epochs timed epochs, and reports the median images/s, its
+ratio to the baseline, the forward pass's FLOPs per image (TensorFlow's profiler) and the
+training throughput that implies (about 3x forward FLOPs per image). Variants:
 
   baseline     what a trial does today (Keras defaults: on CPU, jit_compile resolves to off)
   xla          model.compile(jit_compile=True)
@@ -20,6 +21,7 @@ its ratio to the baseline. Variants:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -32,6 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 VARIANTS = ("baseline", "xla", "threads-1x2", "threads-2x1", "deterministic", "bf16", "no-prefetch")
+
+
+def forward_flops(model, shape) -> int:
+    """Floating-point operations of one image's forward pass (TensorFlow's graph profiler)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn = tf.function(model.__call__, autograph=False).get_concrete_function(tf.TensorSpec((1, *shape), tf.float32))
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return tf.compat.v1.profiler.profile(graph=convert_variables_to_constants_v2(fn).graph, options=options).total_float_ops
 
 
 def child(args) -> dict:
@@ -51,7 +64,7 @@ def child(args) -> dict:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
     from search.data import DataProvider
-    from search.training import make_optimizer
+    from search.training import compile_model
     from studies import check_params, load_study
     from models import build_model
     from preprocessing import make_batches
@@ -59,12 +72,14 @@ def child(args) -> dict:
     config = check_params(load_study(args.study), {"size": args.size, **dict(p.split("=", 1) for p in args.param)},
                           args.study)
     data = DataProvider(args.data_dir, args.cache_dir, 0.2, 0).get(config.preprocess)
-    idx = data.split.train[: args.images]
+    import numpy as np
+
+    # A random sample: the split lists images class by class, and one class alone learns nothing.
+    idx = np.sort(np.random.default_rng(0).choice(data.split.train, min(args.images, len(data.split.train)), replace=False))
     keras.utils.set_random_seed(0)
     model = build_model(config.model, (*config.preprocess.size, config.preprocess.channels), data.num_classes,
                         scaling=(data.stats.kind, data.stats.mean, data.stats.std))
-    model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+    compile_model(model, config, data.num_classes, args.epochs * len(idx) // config.batch_size + 1,
                   jit_compile=True if args.variant == "xla" else "auto")
     ds = make_batches(data.cache, idx, config.batch_size, shuffle=True, seed=0)
     if args.variant == "no-prefetch":
@@ -75,7 +90,16 @@ def child(args) -> dict:
         history = model.fit(ds, epochs=1, verbose=0, shuffle=False).history
         if epoch:  # the first epoch traces and compiles
             times.append(time.perf_counter() - started)
-    return {"images_per_s": round(len(idx) / statistics.median(times), 1),
+    images_per_s = len(idx) / statistics.median(times)
+    # Augmentation layers hold random-state variables the profiler's frozen graph cannot take;
+    # they cost nothing at inference, so an augmentation-free twin has the same FLOPs.
+    twin = build_model(dataclasses.replace(config.model, augment="none"),
+                       (*config.preprocess.size, config.preprocess.channels), data.num_classes)
+    flops = forward_flops(twin, (*config.preprocess.size, config.preprocess.channels))
+    return {"images_per_s": round(images_per_s, 1),
+            "forward_mflops_per_image": round(flops / 1e6, 1),
+            # A training step costs about three forward passes (forward, two backward products).
+            "approx_train_gflops_per_s": round(3 * flops * images_per_s / 1e9, 1),
             "epoch_s": [round(t, 2) for t in times], "loss": round(float(history["loss"][-1]), 4),
             "config": f"{args.study} {config.preprocess.size[0]}x{config.preprocess.size[1]} batch {config.batch_size}",
             "jit_compile": bool(model.jit_compile)}

@@ -2,13 +2,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+POOLINGS = ("avg", "max")
+AUGMENTS = ("none", "flip", "dihedral")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture choices; input shape and class count come from the data.
 
-    kernels: kernel size of each of the five conv sections; width multiplies the study's
-    64*2**i filters; dense_units is used by the CNN head only.
+    kernels: kernel size of each conv section (their count is the depth); width multiplies
+    the filters (the study's 64*2**i; the fast net's 32*2**i, capped at 256); dense_units is
+    used by the CNN head only. batch_norm, separable, pooling (its head: "avg" or "max") and
+    augment are the fast net's: augment ("none", "flip", "dihedral" for square inputs)
+    applies random flips (and transposes) in training only, so inference sees raw images.
     """
 
     arch: str = "fcn"
@@ -16,6 +22,10 @@ class ModelConfig:
     dropout: float = 0.1
     width: float = 1.0
     dense_units: int = 128
+    batch_norm: bool = False
+    separable: bool = False
+    pooling: str = "avg"
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
@@ -25,6 +35,10 @@ class ModelConfig:
             raise ValueError(f"dropout {self.dropout} must be in [0, 1)")
         if self.width <= 0:
             raise ValueError(f"width {self.width} must be positive")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENTS)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -33,5 +47,5 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        fields = ("arch", "kernels", "dropout", "width", "dense_units")
+        fields = ("arch", "kernels", "dropout", "width", "dense_units", "batch_norm", "separable", "pooling", "augment")
         return cls(**{k: d[k] for k in fields if k in d})

@@ -43,3 +43,40 @@ class Renormalize(layers.Layer):
 
     def call(self, x):
         return x / keras.ops.sum(x, axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="bloodsearch")
+class RandomTranspose(layers.Layer):
+    """Swap height and width of a whole batch with probability 1/2, in training only. After
+    per-image random flips this reaches every 90-degree rotation (square images only)."""
+
+    def __init__(self, seed: int | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        flip = keras.random.uniform((), seed=self.generator) < 0.5
+        return keras.ops.where(flip, keras.ops.transpose(x, (0, 2, 1, 3)), x)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="bloodsearch")
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Crossentropy on integer labels with label smoothing (Keras's sparse loss has none)."""
+
+    def __init__(self, label_smoothing: float = 0.0, num_classes: int = 2, name: str = "smoothed_crossentropy",
+                 **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing, self.num_classes = label_smoothing, num_classes
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), self.num_classes)
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "num_classes": self.num_classes}

@@ -6,10 +6,11 @@ import numpy as np
 
 from .cnn import cnn_head
 from .config import ModelConfig
+from .fast import fast_head
 from .fcn import fcn_head
 from .scaling import scaling_layer
 
-ARCHITECTURES = {"cnn": cnn_head, "fcn": fcn_head}
+ARCHITECTURES = {"cnn": cnn_head, "fcn": fcn_head, "fast": fast_head}
 
 
 def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int,

@@ -54,7 +54,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--study", "study", default="fcn", show_default=True,
-              help="Search space: cnn, fcn, seed-cnn, seed-fcn, or a path to your own .py study.")
+              help="Search space: cnn, fcn, seed-cnn, seed-fcn, fast, or a path to your own .py study.")
 @click.option("--trials", type=int, default=20, show_default=True,
               help="Finished trials (complete + pruned) the study should reach, across all launches.")
 @click.option("--data-dir", envvar="SEARCH_DATA_DIR", required=True,

@@ -18,13 +18,30 @@ from .data import TrialData
 CONVERGENCE_MARGIN = 0.1
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
+    """learning_rate: a number or a schedule. weight_decay > 0 is decoupled weight decay
+    (Keras applies it in every optimizer; AdamW has its own default)."""
+    extra = {"weight_decay": weight_decay} if weight_decay > 0 else {}
     return {
         "adam": keras.optimizers.Adam,
         "adamax": keras.optimizers.Adamax,
         "adadelta": keras.optimizers.Adadelta,
         "adamw": keras.optimizers.AdamW,
-    }[name](learning_rate=learning_rate)
+    }[name](learning_rate=learning_rate, **extra)
+
+
+def compile_model(model: keras.Model, config: TrialConfig, num_classes: int, steps: int,
+                  jit_compile: bool | str = "auto") -> None:
+    """steps: the most optimizer steps training can take (the cosine schedule's length)."""
+    from models.layers import SparseSmoothedCrossentropy
+
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, steps))
+    loss = (SparseSmoothedCrossentropy(config.label_smoothing, num_classes) if config.label_smoothing > 0
+            else "sparse_categorical_crossentropy")
+    model.compile(optimizer=make_optimizer(config.optimizer, lr, config.weight_decay), loss=loss,
+                  metrics=["accuracy"], jit_compile=jit_compile)
 
 
 @dataclass
@@ -48,8 +65,7 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
     pre = config.preprocess
     model = build_model(config.model, (*pre.size, pre.channels), data.num_classes,
                         scaling=(data.stats.kind, data.stats.mean, data.stats.std))
-    model.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    compile_model(model, config, data.num_classes, epochs * math.ceil(len(data.split.train) / config.batch_size))
     train_ds = make_batches(data.cache, data.split.train, config.batch_size, shuffle=True, seed=seed)
     val_ds = make_batches(data.cache, data.split.val, config.batch_size)
     stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,

@@ -1,6 +1,7 @@
 """Search spaces. A study is a module with `suggest(p: Params) -> TrialConfig`.
 
-Shipped: cnn, fcn (the study's spaces), seed-cnn, seed-fcn (its best fixed configurations).
+Shipped: cnn, fcn (the study's spaces), seed-cnn, seed-fcn (its best fixed configurations), fast
+(a small modern net for a CPU budget).
 A user's own study is a path to a .py file with the same function.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Callable
 from .config import TrialConfig
 from .params import ParamError, Params
 
-SHIPPED = {"cnn": "cnn", "fcn": "fcn", "seed-cnn": "seed_cnn", "seed-fcn": "seed_fcn"}
+SHIPPED = {"cnn": "cnn", "fcn": "fcn", "seed-cnn": "seed_cnn", "seed-fcn": "seed_fcn", "fast": "fast"}
 
 
 class StudyError(ValueError):

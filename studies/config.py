@@ -7,6 +7,7 @@ from models import ModelConfig
 from preprocessing import PreprocessConfig
 
 OPTIMIZERS = ("adam", "adamax", "adadelta", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,10 @@ class TrialConfig:
     batch_size: int = 128
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    # Regularisation and schedule the study did not vary; the defaults are its training.
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -24,20 +29,30 @@ class TrialConfig:
             raise ValueError(f"batch_size {self.batch_size} must be positive")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate {self.learning_rate} must be positive")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing {self.label_smoothing} must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay {self.weight_decay} must not be negative")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
 
     def to_dict(self) -> dict:
         return {"preprocess": self.preprocess.to_dict(), "model": self.model.to_dict(),
                 "batch_size": self.batch_size, "optimizer": self.optimizer,
-                "learning_rate": self.learning_rate}
+                "learning_rate": self.learning_rate, "label_smoothing": self.label_smoothing,
+                "weight_decay": self.weight_decay, "lr_schedule": self.lr_schedule}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrialConfig":
         return cls(PreprocessConfig.from_dict(d["preprocess"]), ModelConfig.from_dict(d["model"]),
-                   int(d["batch_size"]), d["optimizer"], float(d["learning_rate"]))
+                   int(d["batch_size"]), d["optimizer"], float(d["learning_rate"]),
+                   float(d.get("label_smoothing", 0.0)), float(d.get("weight_decay", 0.0)),
+                   d.get("lr_schedule", "constant"))
 
     def flat(self) -> dict:
         """One level of names, for MLflow params and tables."""
         out = {f"pre.{k}": v for k, v in self.preprocess.to_dict().items()}
         out.update({f"model.{k}": v for k, v in self.model.to_dict().items()})
-        out.update(batch_size=self.batch_size, optimizer=self.optimizer, learning_rate=self.learning_rate)
+        out.update(batch_size=self.batch_size, optimizer=self.optimizer, learning_rate=self.learning_rate,
+                   label_smoothing=self.label_smoothing, weight_decay=self.weight_decay, lr_schedule=self.lr_schedule)
         return out

@@ -125,6 +125,19 @@ def test_a_queued_retry_of_the_last_trial_is_run_not_waited_for(work):
     assert study.trials[1].params == study.trials[0].params and study.trials[1].user_attrs["origin_trial"] == 0
 
 
+def test_the_fast_study_trains_end_to_end(work):
+    done = run_search(work, "launch", "--study", "fast", "--trials", "1", "--data-dir", "data", "--quiet",
+                      "--pruner", "none", "--epochs", "4", "--patience", "4", "--param", "size=24x32",
+                      "--param", "batch_size=32", "--param", "augment=flip", "--param", "lr_schedule=cosine",
+                      "--param", "label_smoothing=0.1", "--param", "batch_norm=true", "--param", "separable=true")
+    assert done.returncode == 0, done.stderr
+    trial = load(work, "fast").trials[0]
+    assert trial.state == S.COMPLETE
+    assert trial.user_attrs["config"]["model"]["arch"] == "fast" and trial.user_attrs["config"]["label_smoothing"] == 0.1
+    run = mlflow_runs(work, "fast")[2][0]
+    assert run.data.params["model.augment"] == "flip" and run.data.params["lr_schedule"] == "cosine"
+
+
 PRUNE_STUDY = """
 from studies.spaces import fixed_config
 
