@@ -332,6 +332,31 @@ def replicate(study_name, storage, trial_number, study, params, repeats, data_di
 
 
 @main.command()
+@click.option("--study-name", "study_names", multiple=True, required=True,
+              help="A study to compare (repeat: --study-name hyperband --study-name random).")
+@storage_option
+@click.option("--out", type=click.Path(dir_okay=False), default="compare.png", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@one_line_errors
+def compare(study_names, storage, out, as_json) -> None:
+    """Studies against wall time: best val_accuracy so far (PNG), trials finished, epochs spent."""
+    from .compare import curve, plot
+    from .results import as_json as dumps
+
+    curves = [curve(_handle(name, storage).study) for name in study_names]
+    plot(curves, Path(out))
+    if as_json:
+        click.echo(dumps([{k: v for k, v in c.items() if k not in ("hours", "best")} | {"plot": out} for c in curves]))
+        return
+    click.echo(f"{'study':<20} {'finished':>8} {'pruned':>6} {'epochs':>7} {'hours':>6} {'best val':>9}  trial")
+    for c in curves:
+        best = f"{c['best_value']:.4f}" if c["best_value"] is not None else "-"
+        click.echo(f"{c['study']:<20} {c['finished']:>8} {c['pruned']:>6} {c['epochs_spent']:>7.0f} "
+                   f"{c['wall_hours']:>6.2f} {best:>9}  {c['best_trial'] if c['best_trial'] is not None else '-'}")
+    click.echo(f"plot: {out}")
+
+
+@main.command()
 @study_name_option
 @storage_option
 @results_tracking_option

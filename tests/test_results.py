@@ -183,3 +183,13 @@ def test_featuremaps_command_writes_and_logs(study_dir):
     run_id = load(study_dir, "seed-fcn").best_trial.user_attrs["run_id"]
     logged = client.list_artifacts(run_id, f"featuremaps/{image.stem}")
     assert len(logged) == 12
+
+
+def test_compare_command(study_dir):
+    done = run_search(study_dir, "compare", "--study-name", "seed-fcn", "--out", "cmp.png")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("seed-fcn"))
+    assert row.split()[1] == "2"  # trials finished
+    assert (study_dir / "cmp.png").stat().st_size > 1000
+    missing = run_search(study_dir, "compare", "--study-name", "seed-fcn", "--study-name", "nope")
+    assert missing.returncode == 2 and "no study named 'nope'" in missing.stderr
