@@ -60,7 +60,10 @@ def best_rows(study: optuna.Study, top: int) -> list[dict]:
                      "fixed": {k: v for k, v in _flat_config(t).items() if k not in t.params},
                      "epochs_run": t.user_attrs.get("epochs_run"), "model_size_mb": t.user_attrs.get("model_size_mb"),
                      "params_count": t.user_attrs.get("params_count"), "converged": t.user_attrs.get("converged"),
-                     "train_seconds": t.user_attrs.get("train_seconds"), "run_id": t.user_attrs.get("run_id")})
+                     "train_seconds": t.user_attrs.get("train_seconds"), "run_id": t.user_attrs.get("run_id"),
+                     # with --repeats: the spread behind the mean
+                     **{k: t.user_attrs[k] for k in ("val_accuracy_std", "val_accuracy_min", "val_accuracy_max",
+                                                     "convergence_rate", "repeats_run") if k in t.user_attrs}})
     return rows
 
 

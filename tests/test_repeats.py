@@ -72,6 +72,9 @@ def test_repeats_give_nested_seed_runs_and_the_mean(work):
         assert all(r.info.status == "FINISHED" for r in mine)
         assert len(client.get_metric_history(mine[0].info.run_id, "val_accuracy")) == int(mine[0].data.metrics["epochs_run"])
 
+    best = json.loads(run_search(work, "best", "--study-name", "fcn", "--top", "1", "--json").stdout)[0]
+    assert best["repeats_run"] == 3 and best["val_accuracy_std"] == study.best_trial.user_attrs["val_accuracy_std"]
+
     # Replicate the best trial: each seed trained from scratch and evaluated on TEST.
     rep = run_search(work, "replicate", "--study-name", "fcn", "--repeats", "2", "--json")
     assert rep.returncode == 0, rep.stderr
