@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .errors import SearchError
 
@@ -66,7 +67,7 @@ def _pool(url: str) -> dict:
 def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | None = None,
                  stale_callback=None) -> RDBStorage:
     """An RDBStorage with heartbeat: trials of a killed worker become FAIL and are retried once."""
-    try:
+    def make() -> RDBStorage:
         return RDBStorage(
             url,
             engine_kwargs={"connect_args": _connect_args(url), "pool_pre_ping": True, **_pool(url)},
@@ -74,8 +75,23 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | Non
             grace_period=grace_period,
             heartbeat_stale_trial_callback=stale_callback or RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
+
+    try:
+        for attempt in range(5):
+            try:
+                return make()
+            except SQLAlchemyError as exc:
+                if attempt == 4 or not _schema_race(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))  # let the winner finish creating the schema
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise SearchError(f"--storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _schema_race(exc: SQLAlchemyError) -> bool:
+    """Processes that open a new, empty storage at the same moment all create its tables;
+    the losers see "already exists" or a duplicate schema version. The tables exist now."""
+    return isinstance(exc, IntegrityError) or "already exists" in str(exc)
 
 
 def study_names(storage: RDBStorage) -> list[str]:
