@@ -131,7 +131,7 @@ class Objective:
                        callbacks=[LogEpochs(run, trial), PruneOnValAccuracy(trial)])
         size_mb = self._log_artifacts(trial, config, data, result, seed, run,
                                       keep_model=self._keep_model(trial, result.best_val_accuracy))
-        metrics = _result_metrics(result, size_mb)
+        metrics = result.metrics(size_mb)
         run.log_metrics(metrics)
         run.set_tags({"converged": result.converged, "diverged": result.diverged})
         for key, value in metrics.items():
@@ -169,7 +169,7 @@ class Objective:
                                         keep_model=self._keep_model(trial, result.best_val_accuracy))
                     run.log_metrics({"params_count": result.params_count})
                     trial.set_user_attr("params_count", result.params_count)
-                seed_run.log_metrics(_result_metrics(result, size_mb))
+                seed_run.log_metrics(result.metrics(size_mb))
                 seed_run.set_tags({"converged": result.converged, "diverged": result.diverged})
                 seed_state = "COMPLETE"
             finally:
@@ -226,10 +226,3 @@ class Objective:
             return False
         done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         return all(value > (t.value or 0.0) for t in done)
-
-
-def _result_metrics(result, size_mb: float) -> dict[str, float]:
-    return {"best_val_accuracy": result.best_val_accuracy, "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch, "params_count": result.params_count,
-            "model_size_mb": size_mb, "train_seconds": result.train_seconds,
-            "converged": float(result.converged)}

@@ -101,11 +101,8 @@ def _train_seeds(rep, seeds, tracker, parent, data, test, test_cache, say) -> tu
             run.end(state)
         seed_result = SeedResult(seed, result.best_val_accuracy, result.epochs_run, result.converged, size_mb,
                                  report["accuracy"], report["cells"]["cell_accuracy"])
-        metrics = {"best_val_accuracy": result.best_val_accuracy, "epochs_run": result.epochs_run,
-                   "best_epoch": result.best_epoch, "converged": float(result.converged),
-                   "model_size_mb": size_mb, "train_seconds": result.train_seconds,
-                   "test_accuracy": report["accuracy"], "test_cell_accuracy": report["cells"]["cell_accuracy"],
-                   "test_macro_f1": report["macro_f1"],
+        metrics = {**result.metrics(size_mb), "test_accuracy": report["accuracy"],
+                   "test_cell_accuracy": report["cells"]["cell_accuracy"], "test_macro_f1": report["macro_f1"],
                    **{f"test_recall_{c}": m["recall"] for c, m in report["per_class"].items()}}
         run.log_metrics(metrics)
         results.append(seed_result)

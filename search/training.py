@@ -58,6 +58,13 @@ class TrainResult:
     val_true: np.ndarray = field(repr=False)
     val_pred: np.ndarray = field(repr=False)
 
+    def metrics(self, model_size_mb: float) -> dict[str, float]:
+        """What a trial's (or a seed's) run records about its training."""
+        return {"best_val_accuracy": self.best_val_accuracy, "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch, "params_count": self.params_count,
+                "model_size_mb": model_size_mb, "train_seconds": self.train_seconds,
+                "converged": float(self.converged)}
+
 
 def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int,
           callbacks: list[keras.callbacks.Callback] = ()) -> TrainResult:
