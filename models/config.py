@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 POOLINGS = ("avg", "max")
-AUGMENTS = ("none", "flip", "dihedral")
+AUGMENTS = ("none", "flip", "dihedral", "rotate")
 
 
 @dataclass(frozen=True)
@@ -13,8 +13,8 @@ class ModelConfig:
     kernels: kernel size of each conv section (their count is the depth); width multiplies
     the filters (the study's 64*2**i; the fast net's 32*2**i, capped at 256); dense_units is
     used by the CNN head only. batch_norm, separable, pooling (its head: "avg" or "max") and
-    augment are the fast net's: augment ("none", "flip", "dihedral" for square inputs)
-    applies random flips (and transposes) in training only, so inference sees raw images.
+    augment are the fast net's: augment ("none", "flip", "dihedral" for square inputs,
+    "rotate": flips, any angle, shifts) applies in training only, so inference sees raw images.
     """
 
     arch: str = "fcn"

@@ -12,11 +12,15 @@ MAX_FILTERS = 256
 
 
 def augmentation(x, kind: str):
-    """Random flips (all four flip/180-degree combinations), plus transposes for "dihedral":
-    with them, every 90-degree rotation. Active in training only."""
+    """Random flips (all four flip/180-degree combinations), plus transposes for "dihedral"
+    (with them, every 90-degree rotation), or rotations by any angle and small shifts for
+    "rotate" (what the data set's own augmented copies were made with). Active in training only."""
     if kind == "none":
         return x
     x = layers.RandomFlip("horizontal_and_vertical", name="random_flip")(x)
+    if kind == "rotate":
+        x = layers.RandomRotation(0.5, name="random_rotation")(x)
+        x = layers.RandomTranslation(0.1, 0.1, name="random_translation")(x)
     if kind == "dihedral":
         if x.shape[1] != x.shape[2]:
             raise ValueError(f"augment=dihedral needs square images, not {x.shape[1]}x{x.shape[2]}; use augment=flip")

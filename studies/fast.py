@@ -1,6 +1,6 @@
 """A fast, modern small net for a CPU budget: what the study did not try (batch norm,
 depthwise-separable convolutions, a global-average-pooling head, label smoothing, weight
-decay, a cosine learning-rate schedule, flip augmentation) beside its own preprocessing
+decay, a cosine learning-rate schedule, flip and rotation augmentation) beside its own preprocessing
 choices. 60x80 by default (--param size=120x160 on a GPU)."""
 from models import ModelConfig
 from preprocessing import PreprocessConfig
@@ -21,7 +21,7 @@ def suggest(p):
         separable=p.categorical("separable", (True, False)),
         pooling=p.categorical("pooling", ("avg", "max")),
         dropout=p.float("dropout", 0.0, 0.5),
-        augment=p.categorical("augment", ("flip", "none") + (("dihedral",) if h == w else ())),
+        augment=p.categorical("augment", ("flip", "rotate", "none") + (("dihedral",) if h == w else ())),
     )
     return TrialConfig(
         preprocess=PreprocessConfig(size=size, color=p.constant("color", "rgb"),

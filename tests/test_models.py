@@ -49,7 +49,8 @@ def test_unknown_architecture():
 
 
 @pytest.mark.parametrize("options", [dict(batch_norm=True, separable=True, pooling="avg", augment="flip"),
-                                     dict(batch_norm=False, separable=False, pooling="max", augment="dihedral")])
+                                     dict(batch_norm=False, separable=False, pooling="max", augment="dihedral"),
+                                     dict(batch_norm=True, separable=False, pooling="avg", augment="rotate")])
 def test_fast_net_options_save_load_and_augment_only_in_training(tmp_path, options):
     from models import load_model
     from models.layers import SparseSmoothedCrossentropy
