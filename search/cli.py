@@ -74,6 +74,9 @@ def main() -> None:
 @click.option("--patience", type=click.IntRange(1), default=5, show_default=True,
               help="Early-stopping patience on validation accuracy.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and, with the trial number, each trial.")
+@click.option("--sampler-seed", type=int,
+              help="Seeds the sampler apart from the split, so two studies on one split draw different trials. "
+                   "[default: --seed]")
 @click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Local worker processes.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
@@ -89,7 +92,7 @@ def main() -> None:
 @quiet_option
 @one_line_errors
 def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name, sampler, pruner, repeats, epochs,
-           patience, seed, timeout, workers, params, trials_per_worker, log_models, val_fraction, heartbeat_interval,
+           patience, seed, sampler_seed, timeout, workers, params, trials_per_worker, log_models, val_fraction, heartbeat_interval,
            grace_period, quiet) -> None:
     """Start a study, or continue it until it has --trials finished trials."""
     from .launcher import Launcher
@@ -98,7 +101,7 @@ def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name
         study=study, study_name=study_name or (Path(study).stem if study.endswith(".py") else study),
         storage=storage, tracking_uri=tracking_uri, data_dir=data_dir, trials=trials, cache_dir=cache_dir,
         sampler=sampler, pruner=pruner or ("median" if repeats == 1 else "wilcoxon"), repeats=repeats,
-        epochs=epochs, patience=patience, seed=seed, timeout=timeout, workers=workers, params=parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
+        epochs=epochs, patience=patience, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers, params=parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
         val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     sys.exit(Launcher(settings, quiet=quiet).run())
 

@@ -162,10 +162,7 @@ class Launcher:
 
     def _spawn(self, timeout: float | None, trials_so_far: int) -> None:
         s = self.settings
-        # A sampler seeded alike in every worker (or every launch) replays the same random
-        # start-up points; the study's history and the spawn count make each one distinct
-        # yet reproducible.
-        sampler_seed = (s.seed * 100_003 + trials_so_far * 1_009 + self.spawned) % (2**31 - 1)
+        sampler_seed = s.worker_sampler_seed(trials_so_far, self.spawned)
         payload = json.dumps({**json.loads(s.to_json()), "storage": s.storage})
         cmd = [sys.executable, "-m", "search.worker", "--settings", payload,
                "--max-trials", str(s.trials_per_worker), "--sampler-seed", str(sampler_seed)]

@@ -35,6 +35,7 @@ class SearchSettings:
     heartbeat_interval: int = 10
     grace_period: int = 30
     repeats: int = 1
+    sampler_seed: int | None = None
 
     # Where the study lives is how it is found again, so it is not stored with it.
     _NOT_STORED = ("storage",)
@@ -53,4 +54,15 @@ class SearchSettings:
         return {"search.epochs": self.epochs, "search.patience": self.patience, "search.seed": self.seed,
                 "search.sampler": self.sampler, "search.pruner": self.pruner, "search.study": self.study,
                 "search.val_fraction": self.val_fraction, "search.data_dir": self.data_dir,
-                "search.repeats": self.repeats}
+                "search.repeats": self.repeats, "search.sampler_seed": self.sampler_seed_base}
+
+    @property
+    def sampler_seed_base(self) -> int:
+        """--sampler-seed, or --seed: two studies on one split can draw different trials."""
+        return self.seed if self.sampler_seed is None else self.sampler_seed
+
+    def worker_sampler_seed(self, trials_so_far: int, spawned: int) -> int:
+        # A sampler seeded alike in every worker (or every launch) replays the same random
+        # start-up points; the study's history and the spawn count make each one distinct
+        # yet reproducible.
+        return (self.sampler_seed_base * 100_003 + trials_so_far * 1_009 + spawned) % (2**31 - 1)
