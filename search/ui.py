@@ -16,6 +16,7 @@ from .errors import SearchError
 
 # The UI needs none of MLflow 3's GenAI job runners, which would start with it.
 MLFLOW_UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+STOP_GRACE_S = 10.0
 
 
 def _port_free(port: int) -> bool:
@@ -87,9 +88,12 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
         # stop the whole group, not just its first process.
         for proc in procs:
             _signal_group(proc, signal.SIGTERM)
+        # One grace period for all servers, not one each: Ctrl-C must return promptly even
+        # when a loaded machine slows every server's shutdown.
+        deadline = time.monotonic() + STOP_GRACE_S
         for proc in procs:
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
