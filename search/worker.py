@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     # `kill -USR1 <pid>` prints every thread's stack: the way to see where a stuck worker waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # SIGINT is how the launcher asks a worker to close its trial. A launcher started in the
+    # background by a script (`search launch ... &`, nohup) hands its children SIGINT ignored,
+    # and a worker that inherited that sat out the request until it was killed 120 s later.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeat and retry are marked experimental in Optuna; we rely on them knowingly.

@@ -1,5 +1,6 @@
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -7,6 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import pytest  # noqa: E402
+
+# A suite started in the background by a script (`make test &`, a runner without job
+# control) inherits SIGINT ignored, and so would every process the tests start; the Ctrl-C
+# tests need it as a terminal gives it. A handler, unlike SIG_IGN, is not inherited by exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from synthetic import make_split_dataset  # noqa: E402
 

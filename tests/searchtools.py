@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,9 +30,14 @@ def run_search(workdir: Path, *args: str, timeout: float = 600) -> subprocess.Co
                           timeout=timeout)
 
 
-def start_search(workdir: Path, *args: str, log: Path) -> subprocess.Popen:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_search(workdir: Path, *args: str, log: Path, sigint_ignored: bool = False) -> subprocess.Popen:
+    """sigint_ignored: started as a script's background job (`cmd &`, nohup) is."""
     return subprocess.Popen(search_cmd(*args), cwd=workdir, env=env_for(workdir), stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=_ignore_sigint if sigint_ignored else None)
 
 
 def load(workdir: Path, name: str) -> optuna.Study:

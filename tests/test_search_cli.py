@@ -113,6 +113,17 @@ def test_ctrl_c_stops_cleanly_and_resume_continues(work):
     assert any(t.params == study.trials[victim.number].params and t.state == S.COMPLETE for t in study.trials)
 
 
+def test_sigterm_stops_a_background_launch_whose_workers_inherited_sigint_ignored(work):
+    """The launcher asks its workers to stop with SIGINT; a launch started as a script's
+    background job hands them SIGINT ignored, and they once sat out the request for 120 s."""
+    proc = start_search(work, "launch", "--study", "fcn", "--trials", "2", "--data-dir", "data", "--pruner", "none",
+                        *FAST, "--epochs", "150", "--patience", "150", log=work / "bg.log", sigint_ignored=True)
+    victim = wait_for(lambda: running_trial(work, "fcn", min_epoch=1), 240, "a running trial")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) == 130, (work / "bg.log").read_text()[-2000:]
+    assert load(work, "fcn").trials[victim.number].state == S.FAIL
+
+
 def test_a_queued_retry_of_the_last_trial_is_run_not_waited_for(work):
     """The last trial's worker died and its parameters wait in the queue: the relaunch must run
     them (a queued trial once counted as "in flight", and every worker stopped at once)."""
