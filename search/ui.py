@@ -88,8 +88,8 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
         # stop the whole group, not just its first process.
         for proc in procs:
             _signal_group(proc, signal.SIGTERM)
-        # One grace period for all servers, not one each: Ctrl-C must return promptly even
-        # when a loaded machine slows every server's shutdown.
+        # One grace period for all servers, not one each, so Ctrl-C returns within it however
+        # many servers run.
         deadline = time.monotonic() + STOP_GRACE_S
         for proc in procs:
             try:

@@ -61,7 +61,7 @@ def test_launch_records_trials_and_runs_then_extends(work):
 
 def test_kill_minus_9_mid_trial_then_relaunch(work):
     proc = start_search(work, "launch", "--study", "fcn", "--trials", "2", "--data-dir", "data", "--quiet",
-                        "--pruner", "none", *FAST, "--epochs", "150", "--patience", "150", log=work / "first.log")
+                        "--pruner", "none", *FAST, "--epochs", "40", "--patience", "40", log=work / "first.log")
     victim = wait_for(lambda: running_trial(work, "fcn", min_epoch=2), 240, "a trial in its third epoch")
     os.kill(proc.pid, signal.SIGKILL)  # the launcher; its worker dies with it
     proc.wait()
@@ -94,9 +94,7 @@ def _alive(pid: int) -> bool:
 
 def test_ctrl_c_stops_cleanly_and_resume_continues(work):
     proc = start_search(work, "launch", "--study", "fcn", "--trials", "2", "--data-dir", "data",
-                        "--pruner", "none", *FAST, "--epochs", "150", "--patience", "150", log=work / "first.log")
-    # Long trials (a tiny epoch takes ~0.3 s): on a loaded machine seconds can pass between
-    # seeing the running trial and the signal, and the launch must not finish in between.
+                        "--pruner", "none", *FAST, "--epochs", "40", "--patience", "40", log=work / "first.log")
     victim = wait_for(lambda: running_trial(work, "fcn", min_epoch=1), 240, "a running trial")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
