@@ -22,12 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import optuna  # noqa: E402
 
-from services import fresh_database, pg_url  # noqa: E402
-from synthetic import make_split_dataset  # noqa: E402
+from preprocessing.synthetic import make_split_dataset  # noqa: E402
+from search.record import S, TrialRecord, read_trials  # noqa: E402
+from search.testing import fresh_database, pg_url  # noqa: E402
 
 TINY = ["--study", "seed-fcn", "--param", "size=24x32", "--param", "width=0.125", "--param", "batch_size=16",
         "--param", "scaling=unit", "--epochs", "1", "--patience", "1", "--pruner", "none", "--log-models", "none",
@@ -73,10 +73,9 @@ class ConnectionSampler:
         self._thread.join()
 
 
-def trial_times(storage: str, name: str) -> tuple[list[optuna.trial.FrozenTrial], float]:
-    trials = [t for t in optuna.load_study(study_name=name, storage=storage).trials
-              if t.state == optuna.trial.TrialState.COMPLETE]
-    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+def trial_times(storage: str, name: str) -> tuple[list[TrialRecord], float]:
+    trials = read_trials(optuna.load_study(study_name=name, storage=storage), states=(S.COMPLETE,))
+    span = (max(t.completed for t in trials) - min(t.started for t in trials)).total_seconds()
     return trials, span
 
 
@@ -84,9 +83,9 @@ def overheads(trials) -> list[float]:
     """Trial wall time minus fit time, leaving out each worker process's first trial (cold)."""
     first_of_pid: dict[int, int] = {}
     for t in sorted(trials, key=lambda t: t.number):
-        first_of_pid.setdefault(t.user_attrs["pid"], t.number)
-    return [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["train_seconds"]
-            for t in trials if first_of_pid[t.user_attrs["pid"]] != t.number]
+        first_of_pid.setdefault(t.pid, t.number)
+    return [(t.completed - t.started).total_seconds() - t.train_seconds
+            for t in trials if first_of_pid[t.pid] != t.number]
 
 
 def main() -> None:
@@ -117,7 +116,7 @@ def main() -> None:
                 launch(work, storage, f"o-{kind}", args.overhead_trials, 1, per_worker=args.overhead_trials)
                 trials, _ = trial_times(storage, f"o-{kind}")
                 values = overheads(trials)
-                fit = [t.user_attrs["train_seconds"] for t in trials]
+                fit = [t.train_seconds for t in trials]
                 result["overhead"][kind] = {"trials": len(values), "median_overhead_s": round(statistics.median(values), 3),
                                             "max_overhead_s": round(max(values), 3),
                                             "median_fit_s": round(statistics.median(fit), 3)}

@@ -63,8 +63,8 @@ def child(args) -> dict:
     if args.variant == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
-    from search.data import DataProvider
-    from search.training import compile_model
+    from search.running.data import DataProvider
+    from search.running.training import compile_model
     from studies import check_params, load_study
     from models import build_model
     from preprocessing import make_batches

@@ -14,7 +14,7 @@ def load_model(path):
     """keras.saving.load_model with this package's custom layers registered first."""
     import keras
 
-    from . import layers  # noqa: F401  (registers the custom layers and loss)
+    from . import combine, layers  # noqa: F401  (registers the custom layers and loss)
 
     return keras.saving.load_model(path)
 

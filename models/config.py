@@ -4,6 +4,8 @@ from dataclasses import asdict, dataclass
 
 POOLINGS = ("avg", "max")
 AUGMENTS = ("none", "flip", "dihedral", "rotate")
+FAST_ONLY = ("batch_norm", "separable", "pooling", "augment")
+TTA_MODES = ("none", "flip", "dihedral")  # test-time augmentation: see models.combine
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,24 @@ class ModelConfig:
             raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENTS)}")
+        if self.dense_units < 1:
+            raise ValueError(f"dense_units {self.dense_units} must be at least 1")
+
+    def check_input(self, height: int, width: int) -> None:
+        """What only the input size can rule out, found before a model is built."""
+        if self.augment == "dihedral" and height != width:
+            raise ValueError(f"augment dihedral turns images by 90 degrees, so it needs a square size, not "
+                             f"{height}x{width} (use flip or rotate)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["kernels"] = list(self.kernels)
         return d
+
+    def used(self) -> dict:
+        """to_dict() less the fields this architecture ignores (the CNN's head, the fast net's options)."""
+        ignored = {"fcn": FAST_ONLY + ("dense_units",), "cnn": FAST_ONLY, "fast": ("dense_units",)}.get(self.arch, ())
+        return {k: v for k, v in self.to_dict().items() if k not in ignored}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

@@ -9,15 +9,16 @@ A plain library: it knows nothing of Optuna or MLflow. The usual path is
     ds = make_batches(cache, split.train, batch_size=128, shuffle=True, seed=0)
 """
 from .errors import DataError
-from .config import PreprocessConfig, parse_size
+from .config import ImageSpec, PreprocessConfig, parse_size
 from .dataset import DataSet, ImageSet, load_dataset
-from .splits import Split, validation_split
-from .cache import ImageCache, build_cache, default_cache_dir
+from .splits import Split, cv_folds, validation_split
+from .paths import default_cache_dir
+from .cache import ImageCache, build_cache
 from .scaling import SCALINGS, ScalingStats, fit_scaling
 
 __all__ = [
-    "DataError", "PreprocessConfig", "parse_size", "DataSet", "ImageSet", "load_dataset",
-    "Split", "validation_split", "ImageCache", "build_cache", "default_cache_dir",
+    "DataError", "ImageSpec", "PreprocessConfig", "parse_size", "DataSet", "ImageSet", "load_dataset",
+    "Split", "cv_folds", "validation_split", "ImageCache", "build_cache", "default_cache_dir",
     "SCALINGS", "ScalingStats", "fit_scaling", "make_batches",
 ]
 

@@ -13,32 +13,24 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from .config import PreprocessConfig
+from .config import ImageSpec, PreprocessConfig, image_spec
 from .dataset import ImageSet
 from .errors import DataError
 from .images import UnreadableImage, load_image
 from .locking import build_once
-from .masks import BATCH_MASKS
+from .paths import default_cache_dir
+from .masks import BATCH_MASKS, BatchMasker
 
 log = logging.getLogger("bloodsearch.cache")
 CACHE_VERSION = 2  # 2: Otsu leaves black augmentation corners out
-ENV_CACHE_DIR = "BLOODSEARCH_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get(ENV_CACHE_DIR):
-        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bloodsearch"
-
-
-def cache_key(image_set: ImageSet, config: PreprocessConfig, extra: str = "") -> str:
+def cache_key(image_set: ImageSet, config: ImageSpec | PreprocessConfig, extra: str = "") -> str:
+    config = image_spec(config)
     parts = [CACHE_VERSION, image_set.fingerprint, image_set.name, config.size_text, config.color, config.mask, extra]
     if config.fit != "stretch":  # keeps the keys of caches made before `fit` existed
         parts.append(config.fit)
@@ -51,14 +43,14 @@ class ImageCache:
 
     path: Path
     image_set: ImageSet
-    config: PreprocessConfig
+    spec: ImageSpec
     valid: np.ndarray = field(repr=False)
     unreadable: list[dict] = field(repr=False)
     _fd: int | None = field(default=None, repr=False)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return (*self.config.size, self.config.channels)
+        return (*self.spec.size, self.spec.channels)
 
     @property
     def image_bytes(self) -> int:
@@ -103,12 +95,12 @@ class ImageCache:
         return {**self.__dict__, "_fd": None}
 
 
-def _open(path: Path, image_set: ImageSet, config: PreprocessConfig) -> ImageCache:
+def _open(path: Path, image_set: ImageSet, config: ImageSpec) -> ImageCache:
     meta = json.loads((path / "meta.json").read_text())
     return ImageCache(path, image_set, config, np.asarray(meta["valid"], dtype=bool), meta["unreadable"])
 
 
-def _decode_all(image_set: ImageSet, config: PreprocessConfig, out_file, workers: int,
+def _decode_all(image_set: ImageSet, config: ImageSpec, out_file, workers: int,
                 progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, list[dict]]:
     valid = np.ones(len(image_set), dtype=bool)
     unreadable: list[dict] = []
@@ -135,16 +127,16 @@ def _decode_all(image_set: ImageSet, config: PreprocessConfig, out_file, workers
     return valid, unreadable
 
 
-def build_cache(image_set: ImageSet, config: PreprocessConfig, cache_dir: str | os.PathLike | None = None,
+def build_cache(image_set: ImageSet, spec: ImageSpec | PreprocessConfig, cache_dir: str | os.PathLike | None = None,
                 workers: int | None = None, progress: Callable[[int, int], None] | None = None,
-                unet_from: ImageSet | None = None) -> ImageCache:
-    """Open the cache entry for this split and config, building it first if needed.
+                masker: BatchMasker | None = None) -> ImageCache:
+    """Open the cache entry for this split and image spec, building it first if needed.
 
-    mask="unet" entries are made from the unmasked entry and the U-Net stored for the data
-    set and size (see preprocessing.unet), keyed by that model too. The U-Net is the one of
-    `unet_from` (default: this split): pass the TRAIN split when masking TEST, so TEST is
-    masked by the model the search used and never trains one of its own.
+    A mask that needs a model (mask="unet") takes it as `masker`: the entry is made from the
+    unmasked entries and keyed by the masker's model id too, so another model makes another
+    entry. This package trains no models; the caller brings it.
     """
+    config = image_spec(spec)  # the pixels alone: every trial's scaling shares the entry
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
         (root / "images").mkdir(parents=True, exist_ok=True)
@@ -152,9 +144,18 @@ def build_cache(image_set: ImageSet, config: PreprocessConfig, cache_dir: str | 
         raise DataError(f"cache dir {root} is not writable ({exc.strerror})") from None
     extra = ""
     if config.mask in BATCH_MASKS:
-        from .unet import unet_masked_writer
+        if masker is None:
+            raise DataError(f"mask={config.mask} needs its model to build a cache of {image_set.where}")
+        extra = masker.model_id
 
-        extra, write_images = unet_masked_writer(image_set, config, root, unet_from or image_set)
+        def write_images(f) -> tuple[np.ndarray, list[dict]]:
+            base = build_cache(image_set, replace(config, mask="none"), root, workers, progress)
+            gray = base if config.color == "gray" else build_cache(
+                image_set, replace(config, color="gray", mask="none"), root, workers, progress)
+            indices = np.arange(len(image_set))
+            for images, grays in zip(base.chunks(indices, 128), gray.chunks(indices, 128)):
+                f.write(masker(images, grays).tobytes())
+            return base.valid.copy(), list(base.unreadable)
     else:
         def write_images(f) -> tuple[np.ndarray, list[dict]]:
             return _decode_all(image_set, config, f, workers or os.cpu_count() or 1, progress)

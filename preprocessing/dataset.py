@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .grouping import grouped_holdout
+from .paths import default_cache_dir
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 SPLIT_NAMES = ("TRAIN", "TEST", "TEST_SIMPLE")
@@ -40,7 +42,8 @@ class ImageSet:
     files: tuple[str, ...]
     labels: np.ndarray = field(repr=False)
     groups: tuple[str, ...] = field(repr=False)
-    fingerprint: str = ""
+    fingerprint: str = ""  # names, sizes and mtimes: keys caches (a touched file is re-read)
+    listing: str = ""  # names and sizes only: the same files anywhere, e.g. another machine's copy
 
     def __len__(self) -> int:
         return len(self.files)
@@ -97,10 +100,10 @@ def _scan_class(folder: Path) -> list[os.DirEntry]:
     return files
 
 
-def _fingerprint(items: list[tuple[str, int, int]]) -> str:
+def _fingerprint(items: list[tuple]) -> str:
     h = hashlib.sha256()
-    for rel, size, mtime in items:
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+    for item in items:
+        h.update(("\0".join(str(v) for v in item) + "\n").encode())
     return h.hexdigest()[:16]
 
 
@@ -115,7 +118,7 @@ def _image_set(root: Path, name: str, classes: tuple[str, ...], entries: list[tu
         groups.append(cell_group(cls, entry.name))
         items.append((rel, st.st_size, st.st_mtime_ns))
     return ImageSet(root, name, classes, tuple(files), np.asarray(labels, dtype=np.int64),
-                    tuple(groups), _fingerprint(items))
+                    tuple(groups), _fingerprint(items), _fingerprint([(rel, size) for rel, size, _ in items]))
 
 
 def _scan_split(root: Path, split_dir: Path, classes: tuple[str, ...] | None) -> tuple[tuple[str, ...], list]:
@@ -182,8 +185,6 @@ def _record_path(root: Path, record_dir: str | os.PathLike | None) -> Path:
     inside = root / SPLIT_RECORD
     if inside.exists() or os.access(root, os.W_OK):
         return inside
-    from .cache import default_cache_dir
-
     base = Path(record_dir) if record_dir else default_cache_dir()
     return base / "splits" / (hashlib.sha256(str(root).encode()).hexdigest()[:16] + ".json")
 
@@ -200,11 +201,9 @@ def _flat_test_groups(root: Path, classes: tuple[str, ...], entries: list, recor
             return set(json.loads(path.read_text())["test_groups"])
         except (ValueError, KeyError) as exc:
             raise DataError(f"test-split record {path} is unreadable ({exc}); delete it to make a new split") from None
-    from .splits import grouped_holdout
-
     labels = np.asarray([classes.index(e[0]) for e in entries])
     groups = [cell_group(e[0], e[2].name) for e in entries]
-    _, test_idx = grouped_holdout(labels, groups, fraction, seed=0)
+    _, test_idx = grouped_holdout(labels, groups, fraction, seed=0, class_names=classes)
     test_groups = sorted({groups[i] for i in test_idx})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .config import PreprocessConfig
+from .config import ImageSpec, PreprocessConfig, image_spec
 from .masks import apply_mask
 
 # Pillow's resize default for RGB since 9.x; named so the cache never changes under a Pillow upgrade.
@@ -29,8 +29,9 @@ def fit_to(im: Image.Image, size: tuple[int, int], fit: str) -> Image.Image:
     return canvas
 
 
-def load_image(path: str | Path, config: PreprocessConfig) -> np.ndarray:
-    """(H, W, C) uint8: converted to RGB or gray, fitted to config.size, masked."""
+def load_image(path: str | Path, spec: ImageSpec | PreprocessConfig) -> np.ndarray:
+    """(H, W, C) uint8: converted to RGB or gray, fitted to spec.size, masked."""
+    config = image_spec(spec)
     try:
         with Image.open(path) as im:
             # RGBA, palette, 16-bit and gray files all become plain RGB first, so every

@@ -5,10 +5,19 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 DONE = "meta.json"  # written last: a folder holding it is complete
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on lock_path (created if absent) across processes."""
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def build_once(final: Path, build: Callable[[Path], None]) -> Path:
@@ -16,8 +25,7 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
     if (final / DONE).exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f"{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # others wait here, then find the finished folder
+    with exclusive(final.parent / f"{final.name}.lock"):  # others wait here, then find the finished folder
         if (final / DONE).exists():
             return final
         for stale in final.parent.glob(f"{final.name}.tmp*"):  # left by a builder that was killed

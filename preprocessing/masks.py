@@ -1,11 +1,11 @@
 """Foreground masks. A mask zeroes the background of the resized image.
 
 Per-image masks register in MASKS. Masks that need a model and run on whole batches
-(`unet`, see preprocessing.unet) are in BATCH_MASKS: the cache builds them.
+(`unet`, see search.running.unet) are in BATCH_MASKS: the cache applies the model it is given.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -42,6 +42,15 @@ MASKS: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
     "otsu": otsu_mask,
 }
 BATCH_MASKS = ("unet",)
+
+
+class BatchMasker(Protocol):
+    """A mask made by a model, on whole batches (mask=unet): what build_cache is given."""
+
+    model_id: str  # keys the masked cache entry: another model, another entry
+
+    def __call__(self, images: np.ndarray, grays: np.ndarray) -> np.ndarray:
+        """images (n, H, W, C) uint8 and their gray versions (n, H, W, 1) -> masked images."""
 MASK_NAMES = (*MASKS, *BATCH_MASKS)
 
 

@@ -5,31 +5,13 @@ copies of one cell on both sides would measure memory, not generalisation.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from .dataset import ImageSet
 from .errors import DataError
-
-
-def grouped_holdout(labels: np.ndarray, groups: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out): about `fraction` of the groups of each class held out."""
-    if not 0.0 < fraction < 1.0:
-        raise DataError(f"validation fraction {fraction} must be between 0 and 1")
-    n_splits = max(2, round(1.0 / fraction))
-    n_groups = len(set(groups))
-    if n_groups < n_splits:
-        raise DataError(f"only {n_groups} original cells; a grouped split of fraction {fraction} needs {n_splits}")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # sklearn warns when a class has fewer members than folds; the report shows it plainly.
-        warnings.simplefilter("ignore", UserWarning)
-        keep, held = next(splitter.split(np.zeros(len(labels)), labels, np.asarray(groups)))
-    return np.sort(keep), np.sort(held)
+from .grouping import grouped_folds, grouped_holdout
 
 
 @dataclass(frozen=True)
@@ -57,10 +39,33 @@ def validation_split(image_set: ImageSet, fraction: float = 0.2, seed: int = 0,
     if len(candidates) == 0:
         raise DataError(f"{image_set.where} has no readable images")
     keep, held = grouped_holdout(image_set.labels[candidates],
-                                 [image_set.groups[i] for i in candidates], fraction, seed)
+                                 [image_set.groups[i] for i in candidates], fraction, seed, image_set.classes)
     train, val = candidates[keep], candidates[held]
-    leaked = {image_set.groups[i] for i in train} & {image_set.groups[i] for i in val}
-    assert not leaked, f"grouped split leaked cells {sorted(leaked)[:3]}"
+    train_cells, val_cells = {image_set.groups[i] for i in train}, {image_set.groups[i] for i in val}
+    assert not train_cells & val_cells, f"grouped split leaked cells {sorted(train_cells & val_cells)[:3]}"
+    # The share actually held out, to the nearest cell per class: what was measured on.
     report = {"seed": seed, "fraction": fraction,
+              "held_out_share": round(len(val_cells) / (len(val_cells) + len(train_cells)), 4),
               "train": _side_report(image_set, train), "val": _side_report(image_set, val)}
     return Split(train, val, report)
+
+
+def cv_folds(image_set: ImageSet, k: int, seed: int = 0, valid: np.ndarray | None = None) -> list[Split]:
+    """K grouped, stratified folds of the readable files: every original cell is validated in
+    exactly one fold, never on both sides of one. Deterministic for a seed."""
+    candidates = np.arange(len(image_set)) if valid is None else np.flatnonzero(valid)
+    if len(candidates) == 0:
+        raise DataError(f"{image_set.where} has no readable images")
+    if k < 2:
+        raise DataError(f"--cv {k}: cross-validation needs at least 2 folds")
+    folds = []
+    for fold, (keep, held) in enumerate(grouped_folds(image_set.labels[candidates],
+                                                      [image_set.groups[i] for i in candidates], k, seed,
+                                                      image_set.classes)):
+        train, val = candidates[keep], candidates[held]
+        train_cells, val_cells = {image_set.groups[i] for i in train}, {image_set.groups[i] for i in val}
+        assert not train_cells & val_cells, f"fold {fold} leaked cells {sorted(train_cells & val_cells)[:3]}"
+        folds.append(Split(train, val, {"seed": seed, "folds": k, "fold": fold,
+                                        "held_out_share": round(len(val_cells) / (len(val_cells) + len(train_cells)), 4),
+                                        "train": _side_report(image_set, train), "val": _side_report(image_set, val)}))
+    return folds

@@ -1,4 +1,6 @@
-"""The search service: CLI, launcher and worker processes, the objective, MLflow tracking."""
+"""The search service. Three jobs, three packages: `running` (launcher, workers, objective),
+`stores` (Optuna storage, MLflow tracking) and `results` (reading and using what ran); `cli`
+is the command line over them and `record` the typed trial record they share."""
 import os
 
 # TensorFlow's C++ start-up chatter says nothing about a search; users can still set this.

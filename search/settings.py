@@ -4,11 +4,23 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
+from search.urls import redact
+
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "successive-halving", "wilcoxon", "none")
 EPOCH_PRUNERS = ("median", "hyperband", "successive-halving")
 LOG_MODELS = ("all", "best", "none")
+METRICS = ("accuracy", "log-loss", "cell-accuracy")  # what a trial's value measures (search.metrics)
 SETTINGS_ATTR = "bloodsearch.settings"
+DATA_ATTR = "bloodsearch.data"  # the TRAIN files a study was created on (names and sizes)
+# What gives a trial's value its meaning: fixed when the study is created. A launch or worker
+# that differs in one would compare trials measured differently (another split, another budget).
+DEFINING = {"study": "--study", "study_digest": "--study (the file's content digest)", "seed": "--seed", "val_fraction": "--val-fraction", "epochs": "--epochs",
+            "patience": "--patience", "repeats": "--repeats", "cv": "--cv", "metric": "--metric", "tta": "--tta"}
+# Free to change from one launch to the next; the change is said.
+CHANGEABLE = {"trials": "--trials", "workers": "--workers", "timeout": "--timeout", "sampler": "--sampler",
+              "sampler_seed": "--sampler-seed", "pruner": "--pruner", "log_models": "--log-models",
+              "params": "--param", "trials_per_worker": "--trials-per-worker"}
 PARENT_RUN_ATTR = "bloodsearch.parent_run_id"
 
 
@@ -36,12 +48,19 @@ class SearchSettings:
     grace_period: int = 30
     repeats: int = 1
     sampler_seed: int | None = None
+    study_digest: str | None = None  # a .py study's content, so a changed file is noticed
+    cv: int = 0  # K >= 2: each trial trains K grouped folds of TRAIN; 0: one validation split
+    metric: str = "accuracy"  # what the trial's value measures (search.metrics.METRICS)
+    tta: str = "none"  # test-time augmentation of validation and out-of-fold predictions
 
     # Where the study lives is how it is found again, so it is not stored with it.
     _NOT_STORED = ("storage",)
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if k not in self._NOT_STORED})
+        """What the study stores for `resume`: no storage URL, no password."""
+        stored = {k: v for k, v in asdict(self).items() if k not in self._NOT_STORED}
+        stored["tracking_uri"] = redact(self.tracking_uri)
+        return json.dumps(stored)
 
     @classmethod
     def from_json(cls, text: str, **overrides) -> "SearchSettings":
@@ -50,11 +69,30 @@ class SearchSettings:
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
 
+    def to_payload(self) -> str:
+        """Everything, credentials included: for a worker's standard input, never argv."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_payload(cls, text: str) -> "SearchSettings":
+        return cls(**json.loads(text))
+
+    def differences(self, given: "SearchSettings", names: dict[str, str]) -> list[tuple[str, object, object]]:
+        """(option, this value, given value) for each of `names` where the two differ."""
+        return [(option, getattr(self, key), getattr(given, key)) for key, option in names.items()
+                if getattr(self, key) != getattr(given, key)]
+
     def mlflow_params(self) -> dict:
         return {"search.epochs": self.epochs, "search.patience": self.patience, "search.seed": self.seed,
                 "search.sampler": self.sampler, "search.pruner": self.pruner, "search.study": self.study,
                 "search.val_fraction": self.val_fraction, "search.data_dir": self.data_dir,
-                "search.repeats": self.repeats, "search.sampler_seed": self.sampler_seed_base}
+                "search.repeats": self.repeats, "search.sampler_seed": self.sampler_seed_base,
+                "search.cv": self.cv, "search.metric": self.metric, "search.tta": self.tta}
+
+    @property
+    def max_steps(self) -> int:
+        """The most steps an epoch pruner sees: every fold's epochs, one after another."""
+        return self.epochs * max(1, self.cv)
 
     @property
     def sampler_seed_base(self) -> int:

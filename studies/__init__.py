@@ -44,8 +44,23 @@ def load_study(name_or_path: str) -> Callable[[Params], TrialConfig]:
     return suggest
 
 
-def check_params(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any], study: str) -> TrialConfig:
-    """Run the space once without Optuna: unknown names and bad values fail here, not in trial 0."""
+def study_digest(name_or_path: str) -> str | None:
+    """A digest of a .py study's content (None for shipped studies, which are versioned code)."""
+    if not name_or_path.endswith(".py"):
+        return None
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(name_or_path).expanduser().read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None  # load_study says it is missing
+
+
+def check_params(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any], study: str,
+                 fixed_only: bool = False) -> TrialConfig:
+    """Run the space once without Optuna: unknown names and bad values fail here, not in trial 0.
+    fixed_only: the configuration must be fully determined (a search space's free parameters
+    would be filled with its first choices and lower bounds, a configuration nobody chose)."""
     p = Params.dry_run(fixed)
     try:
         config = suggest(p)
@@ -57,7 +72,11 @@ def check_params(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any]
     if unused:
         raise ParamError(f"--param {unused[0]}: study {study} has no such parameter "
                          f"(it has {', '.join(sorted(p.values))})")
+    if fixed_only and p.free():
+        raise ParamError(f"study {study} is a search space, not one configuration: fix its free parameters with "
+                         f"--param ({', '.join(f'{name}=...' for name in p.free())}), or replicate a trial with "
+                         f"--study-name")
     return config
 
 
-__all__ = ["TrialConfig", "Params", "ParamError", "StudyError", "load_study", "check_params", "SHIPPED"]
+__all__ = ["TrialConfig", "Params", "ParamError", "StudyError", "load_study", "check_params", "study_digest", "SHIPPED"]

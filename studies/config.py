@@ -35,6 +35,7 @@ class TrialConfig:
             raise ValueError(f"weight_decay {self.weight_decay} must not be negative")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        self.model.check_input(*self.preprocess.size)
 
     def to_dict(self) -> dict:
         return {"preprocess": self.preprocess.to_dict(), "model": self.model.to_dict(),

@@ -26,7 +26,8 @@ def _coerce(name: str, text: Any, like: Any) -> Any:
         if isinstance(like, float):
             return float(text)
     except ValueError:
-        raise ParamError(f"--param {name}={text}: expected a {type(like).__name__}") from None
+        kind = "true or false" if isinstance(like, bool) else "an integer" if isinstance(like, int) else "a number"
+        raise ParamError(f"--param {name}={text}: expected {kind}") from None
     return text
 
 
@@ -37,12 +38,15 @@ class Params:
         self.trial = trial
         self.fixed = dict(fixed or {})
         self.values: dict[str, Any] = {}
+        self.searched: set[str] = set()  # names the space searches (not constants)
 
     @classmethod
     def dry_run(cls, fixed: dict[str, Any] | None = None) -> "Params":
         return cls(None, fixed)
 
-    def _take(self, name: str, like: Any, sample) -> Any:
+    def _take(self, name: str, like: Any, sample, searched: bool = True) -> Any:
+        if searched:
+            self.searched.add(name)
         if name in self.fixed:
             value = _coerce(name, self.fixed[name], like)
         elif self.trial is None:
@@ -63,7 +67,11 @@ class Params:
 
     def constant(self, name: str, value: Any) -> Any:
         """A value the space does not search but a user may still override."""
-        return self._take(name, value, lambda: value)
+        return self._take(name, value, lambda: value, searched=False)
 
     def unused_fixed(self) -> list[str]:
         return sorted(set(self.fixed) - set(self.values))
+
+    def free(self) -> list[str]:
+        """Searched names the user did not fix: what a dry run had to guess."""
+        return sorted(self.searched - set(self.fixed))

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 # tests need it as a terminal gives it. A handler, unlike SIG_IGN, is not inherited by exec.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
-from synthetic import make_split_dataset  # noqa: E402
+from preprocessing.synthetic import make_split_dataset  # noqa: E402
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from PIL import Image
 
 from preprocessing import DataError, load_dataset
 from preprocessing.dataset import SPLIT_RECORD, cell_group
-from synthetic import CLASSES, make_image_set
+from preprocessing.synthetic import CLASSES, make_image_set
 
 
 def test_split_layout_classes_counts_and_groups(split_dataset):

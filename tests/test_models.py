@@ -28,7 +28,7 @@ def test_builds_at_any_size(arch, shape):
 
 @pytest.mark.parametrize("arch", ["cnn", "fcn", "fast"])
 def test_tiny_model_learns_synthetic_shapes(arch):
-    from synthetic import draw
+    from preprocessing.synthetic import draw
 
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)

@@ -8,9 +8,10 @@ import optuna
 import pytest
 
 from searchtools import FAST, load, mlflow_runs, run_search
-from synthetic import make_split_dataset
+from preprocessing.synthetic import make_split_dataset
 
-from search.repeats import SeedResult, Spread, repeat_seeds, summarize
+from search.record import read_trial
+from search.running.repeats import SeedResult, Spread, repeat_seeds, summarize
 
 S = optuna.trial.TrialState
 
@@ -56,24 +57,29 @@ def test_repeats_give_nested_seed_runs_and_the_mean(work):
     seed_runs = [r for r in runs if "bloodsearch.repeat" in r.data.tags]
     assert len(trial_runs) == 2 and len(seed_runs) == 6
     seeds = repeat_seeds(0, 3)
-    for t in study.trials:
+    for frozen in study.trials:
+        t = read_trial(frozen)
         assert t.state == S.COMPLETE
-        mine = sorted((r for r in seed_runs if r.data.tags["mlflow.parentRunId"] == t.user_attrs["run_id"]),
+        mine = sorted((r for r in seed_runs if r.data.tags["mlflow.parentRunId"] == t.run_id),
                       key=lambda r: int(r.data.tags["bloodsearch.repeat"]))
         assert [int(r.data.params["seed"]) for r in mine] == seeds  # the same seeds in every trial: paired
         values = [r.data.metrics["best_val_accuracy"] for r in mine]
         assert t.value == pytest.approx(np.mean(values))
-        assert t.intermediate_values == pytest.approx(dict(enumerate(values)))  # one step per seed, none per epoch
-        assert t.user_attrs["val_accuracy_std"] == pytest.approx(np.std(values, ddof=1))
-        assert (t.user_attrs["val_accuracy_min"], t.user_attrs["val_accuracy_max"]) == (min(values), max(values))
-        trial_run = trial_runs[t.user_attrs["run_id"]]
+        assert frozen.intermediate_values == pytest.approx(dict(enumerate(values)))  # one step per seed, none per epoch
+        assert [f.val_accuracy for f in t.fits] == pytest.approx(values) and [f.seed for f in t.fits] == seeds
+        spread = t.summary().accuracy
+        assert spread.std == pytest.approx(np.std(values, ddof=1))
+        assert (spread.min, spread.max) == pytest.approx((min(values), max(values)))
+        trial_run = trial_runs[t.run_id]
+        assert trial_run.data.metrics["val_accuracy_std"] == pytest.approx(spread.std)
         assert trial_run.data.metrics["best_val_accuracy"] == pytest.approx(t.value)
         assert {"convergence_rate", "epochs_mean", "epochs_std"} <= set(trial_run.data.metrics)
         assert all(r.info.status == "FINISHED" for r in mine)
         assert len(client.get_metric_history(mine[0].info.run_id, "val_accuracy")) == int(mine[0].data.metrics["epochs_run"])
 
     best = json.loads(run_search(work, "best", "--study-name", "fcn", "--top", "1", "--json").stdout)[0]
-    assert best["repeats_run"] == 3 and best["val_accuracy_std"] == study.best_trial.user_attrs["val_accuracy_std"]
+    assert best["repeats_run"] == 3
+    assert best["val_accuracy_std"] == pytest.approx(read_trial(study.best_trial).summary().accuracy.std)
 
     # Replicate the best trial: each seed trained from scratch and evaluated on TEST.
     rep = run_search(work, "replicate", "--study-name", "fcn", "--repeats", "2", "--json")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from searchtools import env_for, load, mlflow_runs, run_search, search_cmd, wait_for
-from search.evaluation import cell_votes, study_row
-from synthetic import make_split_dataset
+from search.results.evaluation import cell_votes, study_row
+from preprocessing.synthetic import make_split_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results")]  # one study, built once
 TINY = ["--study", "seed-fcn", "--param", "size=24x32", "--param", "width=0.25", "--param", "batch_size=16",
@@ -102,7 +102,7 @@ def test_predict_matches_the_cached_pipeline(study_dir):
     """predict's own preprocessing gives the model what the search gave it."""
     from preprocessing import load_dataset, make_batches
     from preprocessing.cache import build_cache
-    from search.inference import Predictor
+    from search.results.inference import Predictor
 
     assert run_search(study_dir, "export", "--study-name", "seed-fcn", "--out", "for-parity").returncode == 0
     predictor = Predictor.from_folder(study_dir / "for-parity")
@@ -134,7 +134,7 @@ def test_mlflow_ui_shows_the_studys_runs_in_a_browser(study_dir):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from services import free_port
+    from search.testing import free_port
 
     port = free_port()
     proc = subprocess.Popen(search_cmd("ui", "--port", str(port), "--dashboard-port", str(free_port())),

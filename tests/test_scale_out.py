@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from searchtools import FAST, run_search, start_search, wait_for
-from services import descendants, dump_stacks, fresh_database, mlflow_server, pg_available, pg_cluster, pg_url, stop_process_group
-from synthetic import make_split_dataset
+from search.testing import descendants, dump_stacks, fresh_database, mlflow_server, pg_available, pg_cluster, pg_url, stop_process_group
+from preprocessing.synthetic import make_split_dataset
 
 S = optuna.trial.TrialState
 # One xdist group: these tests share one MLflow server, and one of them stops PostgreSQL.

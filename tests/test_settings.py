@@ -2,7 +2,7 @@ import json
 
 import optuna
 
-from search.algorithms import make_sampler
+from search.running.algorithms import make_sampler
 from search.settings import SearchSettings
 
 

@@ -5,7 +5,7 @@ from preprocessing import DataError, load_dataset, validation_split
 
 
 def test_no_cell_on_both_sides_and_every_class_validated(tmp_path):
-    from synthetic import make_split_dataset
+    from preprocessing.synthetic import make_split_dataset
 
     data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=10, copies=4))
     split = validation_split(data.train, fraction=0.2, seed=3)
@@ -34,8 +34,19 @@ def test_unreadable_files_are_left_out(split_dataset):
 
 
 def test_too_few_cells_is_a_clear_error(tmp_path):
-    from synthetic import make_split_dataset
+    from preprocessing.synthetic import make_split_dataset
 
     data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=1, copies=2, classes=("A", "B")))
-    with pytest.raises(DataError, match="only 2 original cells"):
+    with pytest.raises(DataError, match="class A has 1 original cell.*needs at least 2 per class"):
         validation_split(data.train, fraction=0.2)
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.3, 0.4])
+def test_the_share_held_out_is_the_share_asked_for(tmp_path, fraction):
+    """It used to be 1/round(1/f): 0.4 held out half the cells and 0.3 a third."""
+    from preprocessing.synthetic import make_split_dataset
+
+    data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=10, copies=2))
+    split = validation_split(data.train, fraction=fraction, seed=0)
+    assert all(side["cells"] == round(10 * fraction) for side in split.report["val"].values())
+    assert split.report["held_out_share"] == pytest.approx(fraction)

@@ -4,8 +4,8 @@ import multiprocessing as mp
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-import search.storage as storage_module
-from search.storage import open_storage
+import search.stores.storage as storage_module
+from search.stores.storage import open_storage
 
 
 def test_a_schema_collision_is_retried(tmp_path, monkeypatch):

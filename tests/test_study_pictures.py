@@ -9,8 +9,8 @@ from models import ModelConfig, build_model
 from preprocessing import DataError, PreprocessConfig, build_cache, load_dataset
 from preprocessing.images import load_image
 from searchtools import run_search
-from search.featuremaps import feature_layers, write_featuremaps
-from synthetic import make_split_dataset
+from search.results.featuremaps import feature_layers, write_featuremaps
+from preprocessing.synthetic import make_split_dataset
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int]:

@@ -7,8 +7,8 @@ import pytest
 
 from models.unet import build_unet, padding_for
 from preprocessing import PreprocessConfig, build_cache, load_dataset
-from preprocessing.unet import dice_iou, ensure_unet, unet_dir
-from synthetic import make_image_set, make_split_dataset
+from search.running.unet import dice_iou, ensure_unet, masker_for
+from preprocessing.synthetic import make_image_set, make_split_dataset
 
 
 def test_unet_any_size_is_padded_to_multiples_of_8_and_cropped_back():
@@ -45,9 +45,14 @@ def test_unet_learns_the_true_foreground_in_seconds(tmp_path):
 
 def test_unet_is_trained_once_even_by_concurrent_workers(tmp_path):
     make_split_dataset(tmp_path / "data", cells_per_class=5, copies=2)
+    # Enough steps for these 16x16 shapes to pass the Dice check (the defaults' 10 epochs of
+    # 2 batches do not); both processes ask for it at once, one trains it.
     script = (
-        "import sys; from preprocessing import load_dataset, PreprocessConfig, build_cache;"
-        "c = build_cache(load_dataset(sys.argv[1]).train, PreprocessConfig(size=(16, 16), mask='unet'), sys.argv[2]);"
+        "import sys; from preprocessing import load_dataset, ImageSpec, build_cache;"
+        "from search.running.unet import ensure_unet, masker_for;"
+        "train = load_dataset(sys.argv[1]).train; spec = ImageSpec(size=(16, 16), mask='unet');"
+        "ensure_unet(train, (16, 16), sys.argv[2], epochs=25, patience=25, batch_size=8);"
+        "c = build_cache(train, spec, sys.argv[2], masker=masker_for(spec, train, sys.argv[2]));"
         "print(int(c.read(range(len(c))).sum()))")
     env_root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "data"), str(tmp_path / "cache")],
@@ -59,9 +64,10 @@ def test_unet_is_trained_once_even_by_concurrent_workers(tmp_path):
     logs = outs[0][1] + outs[1][1]
     assert logs.count("training the U-Net") == 1
     data = load_dataset(tmp_path / "data")
-    meta = json.loads((unet_dir(tmp_path / "cache", data.train, (16, 16)) / "meta.json").read_text())
-    assert meta["padding"] == {"bottom": 0, "right": 0} and meta["epochs"] == 10
-    masked = build_cache(data.train, PreprocessConfig(size=(16, 16), mask="unet"), tmp_path / "cache")
+    meta = ensure_unet(data.train, (16, 16), tmp_path / "cache").meta  # the stored one, not a new one
+    assert meta["padding"] == {"bottom": 0, "right": 0} and meta["epochs"] == 25
+    spec = PreprocessConfig(size=(16, 16), mask="unet").image
+    masked = build_cache(data.train, spec, tmp_path / "cache", masker=masker_for(spec, data.train, tmp_path / "cache"))
     plain = build_cache(data.train, PreprocessConfig(size=(16, 16)), tmp_path / "cache")
     idx = np.arange(len(masked))
     m, p = masked.read(idx), plain.read(idx)

@@ -22,7 +22,13 @@ PLOTS = {
 
 
 def write_report(study: optuna.Study, out: Path) -> dict[str, str]:
-    """{plot name: file written, or why it was skipped}."""
+    """{plot name: file written, or why it was skipped}. A study without a complete trial
+    has nothing to plot: a one-line error, not a folder of empty pictures."""
+    from search.errors import SearchError
+    from search.record import S
+
+    if not study.get_trials(deepcopy=False, states=(S.COMPLETE,)):
+        raise SearchError(f"study {study.study_name!r} has no complete trial yet: nothing to report")
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     with warnings.catch_warnings():
@@ -47,13 +53,12 @@ def write_html(study: optuna.Study, out: Path, written: dict[str, str], top: int
     """One page: the pictures and the best trials, for a supervisor's browser."""
     from html import escape
 
-    from .results import best_rows
+    from search.results.study import best_trials
 
-    rows = best_rows(study, top)
     table = "".join(
-        f"<tr><td>{r['trial']}</td><td>{r['val_accuracy']:.4f}</td><td>{r['epochs_run']}</td>"
-        f"<td>{'yes' if r['converged'] else 'no'}</td><td>{escape(', '.join(f'{k}={v}' for k, v in sorted(r['params'].items())))}</td></tr>"
-        for r in rows)
+        f"<tr><td>{r.number}</td><td>{r.value:.4f}</td><td>{r.epochs_run:g}</td>"
+        f"<td>{'yes' if r.converged else 'no'}</td><td>{escape(', '.join(f'{k}={v}' for k, v in sorted(r.params.items())))}</td></tr>"
+        for r in best_trials(study, top))
     images = "".join(f"<h2>{escape(name.replace('_', ' '))}</h2>" +
                      (f'<img src="{Path(path).name}" width="900">' if not path.startswith("skipped") else f"<p>{escape(path)}</p>")
                      for name, path in written.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
@@ -15,7 +16,8 @@ from preprocessing.images import UnreadableImage, load_image
 from models import load_model
 from studies import TrialConfig
 
-from .errors import SearchError
+from search.errors import SearchError
+from search.record import TrialRecord
 
 MANIFEST = "preprocess.json"
 
@@ -29,18 +31,41 @@ class Predictor:
     info: dict | None = None
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "Predictor":
+    def from_folder(cls, folder: str | Path):
+        """An exported trial, or an exported ensemble (a folder of them with ensemble.json)."""
         folder = Path(folder)
+        if (folder / "ensemble.json").is_file():
+            from search.results.ensemble import EnsemblePredictor
+
+            return EnsemblePredictor.from_folder(folder)
         manifest = folder / MANIFEST
         if not manifest.is_file() or not (folder / "model.keras").is_file():
             raise SearchError(f"--model {folder}: not an exported model (needs model.keras and {MANIFEST})")
         meta = json.loads(manifest.read_text())
         config = TrialConfig.from_dict(meta["config"])
-        unet = load_model(folder / "unet.keras") if (folder / "unet.keras").exists() else None
+        unet = None
+        if config.preprocess.mask == "unet":
+            # Without its U-Net the model would be served unmasked images: refuse, never guess.
+            if not (folder / "unet.keras").is_file():
+                raise SearchError(f"--model {folder}: the model masks with a U-Net (mask=unet) but unet.keras "
+                                  f"is missing from the folder; export it again")
+            unet = load_model(folder / "unet.keras")
         return cls(load_model(folder / "model.keras"), config, meta["classes"], unet, meta.get("info"))
 
-    def save(self, folder: str | Path) -> Path:
+    @staticmethod
+    def check_destination(folder: str | Path, force: bool) -> bool:
+        """Whether folder holds something to replace; refused without force (a stale
+        unet.keras beside a model without a mask would be served)."""
         folder = Path(folder)
+        occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+        if occupied and not force:
+            raise SearchError(f"--out {folder}: exists and is not empty; give --force to replace it whole")
+        return occupied
+
+    def save(self, folder: str | Path, force: bool = False) -> Path:
+        folder = Path(folder)
+        if self.check_destination(folder, force):
+            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save(folder / "model.keras")
         if self.unet is not None:
@@ -63,7 +88,7 @@ class Predictor:
         image, gray = self._decode(path)
         if self.unet is None:
             return image
-        from preprocessing.unet import apply_unet
+        from search.running.unet import apply_unet
 
         return apply_unet(self.unet, image[None], gray[None])[0]
 
@@ -74,6 +99,9 @@ class Predictor:
         for start in range(0, len(paths), batch):
             decoded, chunk_rows = [], []
             for path in paths[start:start + batch]:
+                if not path.exists():
+                    chunk_rows.append({"file": str(path), "error": "no such file or folder"})
+                    continue
                 try:
                     decoded.append(self._decode(path))
                     chunk_rows.append({"file": str(path)})
@@ -82,7 +110,7 @@ class Predictor:
             if decoded:
                 images = np.stack([d[0] for d in decoded])
                 if self.unet is not None:
-                    from preprocessing.unet import apply_unet
+                    from search.running.unet import apply_unet
 
                     images = apply_unet(self.unet, images, np.stack([d[1] for d in decoded]))
                 probs = iter(np.asarray(self.model.predict(images, verbose=0)))
@@ -96,12 +124,12 @@ class Predictor:
 
 
 def expand(paths: Iterable[str]) -> list[Path]:
-    """Files as given; folders searched recursively for images (hidden files skipped)."""
+    """Files as given; folders searched recursively for images (hidden files skipped). A path
+    that does not exist stays in the list: predict reports it in its row, like an unreadable
+    file, and goes on with the others."""
     out = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            raise SearchError(f"{raw}: no such file or folder")
         if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -112,11 +140,34 @@ def expand(paths: Iterable[str]) -> list[Path]:
     return out
 
 
-def from_trial(handle, trial, tracker, cache_dir: str | None) -> Predictor:
-    """The trial's logged model, its config and classes; its U-Net from the cache if it used one."""
+def member_models(trial: TrialRecord, tracker) -> tuple[list, str]:
+    """The models that are the trial, from their nested runs: its K fold models (--cv) or its
+    K seed models (--repeats); ([], "") for a trial of one model."""
     import tempfile
 
-    run_id = trial.user_attrs.get("run_id")
+    if len(trial.fits) < 2:
+        return [], ""
+    kind = "fold" if trial.cv else "seed"
+    runs = tracker.child_runs(trial.run_id, f"bloodsearch.{kind}")
+    models = []
+    with tempfile.TemporaryDirectory(prefix="bloodsearch-members-") as tmp:
+        for k, run_id in enumerate(runs):
+            try:
+                models.append(load_model(tracker.download(run_id, "model/model.keras", Path(tmp) / str(k))))
+            except Exception:
+                raise SearchError(f"trial {trial.number}: {kind} {k}'s model is not in MLflow run {run_id} (launched "
+                                  f"with --log-models none, or not the best trial with --log-models best)") from None
+    return models, kind
+
+
+def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: str = "none",
+               whole: bool = True) -> Predictor:
+    """The trial's model with its config, classes and U-Net. A --cv trial's model is the bag
+    of its fold models (mean probabilities) unless whole=False (then fold 0, as for feature
+    maps); a --repeats trial serves its first seed's. tta wraps it in test-time augmentation."""
+    import tempfile
+
+    run_id = trial.run_id
     if not run_id:
         raise SearchError(f"trial {trial.number} has no MLflow run")
     with tempfile.TemporaryDirectory(prefix="bloodsearch-model-") as tmp:
@@ -127,18 +178,28 @@ def from_trial(handle, trial, tracker, cache_dir: str | None) -> Predictor:
             raise SearchError(f"trial {trial.number}: its model is not in MLflow run {run_id} "
                               f"(launched with --log-models best or none?): {type(exc).__name__}") from None
         model = load_model(model_path)
+    what = "the trial's model" if len(trial.fits) < 2 else "its first seed's model" if not trial.cv else "fold 0's model"
+    if whole and trial.cv:
+        from models.combine import averaged
+
+        members, _ = member_models(trial, tracker)
+        model, what = averaged(members), f"the bag of its {len(members)} fold models"
+    if tta != "none":
+        from models.combine import with_tta
+
+        model, what = with_tta(model, tta), f"{what}, TTA {tta}"
     config = TrialConfig.from_dict(meta["config"])
     unet = None
     if config.preprocess.mask == "unet":
-        from preprocessing import default_cache_dir, load_dataset
-        from preprocessing.unet import unet_dir
+        from search.running.unet import UnetError, unet_by_digest
 
-        data = load_dataset(handle.settings.data_dir, record_dir=cache_dir)
-        folder = unet_dir(Path(cache_dir or default_cache_dir()), data.train, config.preprocess.size)
-        if not (folder / "model.keras").exists():
-            raise SearchError(f"trial {trial.number} used mask=unet, but no U-Net is stored in {folder}")
-        unet = load_model(folder / "model.keras")
+        if not trial.unet:
+            raise SearchError(f"trial {trial.number} used mask=unet but recorded no U-Net digest (made before "
+                              f"U-Nets were recorded); re-run it")
+        try:
+            unet = load_model(unet_by_digest(trial.unet, cache_dir, tracker).model_dir / "model.keras")
+        except UnetError as exc:
+            raise SearchError(f"trial {trial.number}: {exc}") from None
     info = {"study": handle.study.study_name, "trial": trial.number, "val_accuracy": trial.value,
-            "run_id": run_id, "seed": meta.get("seed")}
+            "run_id": run_id, "seed": meta.get("seed"), "model": what, "tta": tta}
     return Predictor(model, config, list(meta["classes"]), unet, info)
-

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import SearchError
+from search.urls import is_redacted, redact
+from search.errors import SearchError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "bloodsearch.parent"
+UNET_TAG = "bloodsearch.unet_digest"
 STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 log = logging.getLogger("bloodsearch.tracking")
 
@@ -30,28 +32,43 @@ for _name, _value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUE
     os.environ.setdefault(_name, _value)
 
 
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """One-line error, before any trial, if the tracking store cannot be reached."""
+# What this MLflow accepts as a tracking URI; its file store (./mlruns, file:///...) is in
+# maintenance mode and fails deep inside MLflow.
+WORKING_FORMS = "sqlite:///path/to/mlflow.db or http://host:5000"
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def check_tracking(uri: str, timeout: float = 5.0, must_exist: bool = False) -> None:
+    """One-line error, before any trial, if the tracking store cannot be used. must_exist:
+    for commands that read a study's runs, a local store that is not there is an error, not
+    an empty store to create."""
+    if is_redacted(uri):
+        raise SearchError(f"--tracking-uri {uri}: the study keeps this URI without its password; "
+                          f"give --tracking-uri (or SEARCH_TRACKING_URI) with it")
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
+    scheme = parsed.scheme.split("+")[0]
+    if scheme in ("http", "https"):
         import requests
 
         try:
             response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
         except requests.RequestException as exc:
-            raise SearchError(f"--tracking-uri {uri}: tracking server unreachable ({type(exc).__name__})") from None
+            raise SearchError(f"--tracking-uri {redact(uri)}: tracking server unreachable ({type(exc).__name__})") from None
         if response.status_code != 200:
-            raise SearchError(f"--tracking-uri {uri}: tracking server answered HTTP {response.status_code} on /health")
+            raise SearchError(f"--tracking-uri {redact(uri)}: tracking server answered HTTP {response.status_code} on /health")
         return
-    if parsed.scheme == "sqlite":
-        path = uri.split(":///", 1)[-1]
-        parent = Path(path).expanduser().resolve().parent
-    elif parsed.scheme in ("file", ""):
-        parent = Path(parsed.path or uri).expanduser().resolve().parent
-    else:
-        return  # other stores (postgresql://, databricks) are checked by the first call
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise SearchError(f"--tracking-uri {uri}: folder {parent} does not exist or is not writable")
+    if scheme in ("file", "") or (scheme not in DATABASE_SCHEMES and scheme != "databricks"):
+        why = ("MLflow's file store (a folder) is no longer supported" if scheme in ("file", "")
+               else f"{parsed.scheme!r} is not a tracking-store scheme")
+        raise SearchError(f"--tracking-uri {redact(uri)}: {why}; use {WORKING_FORMS}")
+    if scheme != "sqlite":
+        return  # other databases (postgresql://, databricks) are checked by the first call
+    path = Path(uri.split(":///", 1)[-1]).expanduser().resolve()
+    if must_exist and not path.is_file():
+        raise SearchError(f"--tracking-uri {redact(uri)}: no such store ({path}); run the command where the study "
+                          f"was launched, or give its --tracking-uri")
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise SearchError(f"--tracking-uri {redact(uri)}: folder {path.parent} does not exist or is not writable")
 
 
 class Tracker:
@@ -92,15 +109,26 @@ class Tracker:
         self.log_metrics(run_id, metrics)
         self.client.set_terminated(run_id, status="FINISHED" if finished else "KILLED")
 
+    def unet_run(self, digest: str) -> str | None:
+        """The run that logged the U-Net with this digest, if one did."""
+        exp = self.client.get_experiment_by_name("unet")
+        if exp is None:
+            return None
+        found = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`{UNET_TAG}` = '{digest}'",
+                                        max_results=1)
+        return found[0].info.run_id if found else None
+
     def log_unet(self, report, data_dir: str) -> str:
-        """One run in experiment `unet` for a trained U-Net (preprocessing.unet.UnetReport)."""
+        """One run in experiment `unet` for a trained U-Net (search.running.unet.UnetReport),
+        with the model as artifact `unet/`, from where workers on other machines fetch it."""
         meta = report.meta
         h, w = meta["size"]
-        run = self.client.create_run(self.experiment_id("unet"), run_name=f"unet-{h}x{w}-{meta['fingerprint'][:8]}",
-                                     tags={"bloodsearch.unet_model_id": meta["model_id"]})
+        run = self.client.create_run(self.experiment_id("unet"), run_name=f"unet-{h}x{w}-{meta['digest'][:8]}",
+                                     tags={UNET_TAG: meta["digest"]})
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=_params({
-            "size": f"{h}x{w}", "data_dir": data_dir, "fingerprint": meta["fingerprint"],
+            "size": f"{h}x{w}", "fit": meta.get("fit", "stretch"), "data_dir": data_dir,
+            "fingerprint": meta["fingerprint"], "digest": meta["digest"],
             **{k: meta[k] for k in ("epochs", "patience", "batch_size", "seed", "val_fraction")},
             "padding": f"bottom {meta['padding']['bottom']}, right {meta['padding']['right']}"}))
         for key, values in meta["history"].items():
@@ -146,9 +174,10 @@ class Tracker:
     def log_table(self, run_id: str, columns: dict[str, list], artifact_file: str) -> None:
         self.client.log_table(run_id, data=columns, artifact_file=artifact_file)
 
-    def log_evaluation(self, run_id: str, metrics: dict[str, float], folder: str | Path) -> None:
+    def log_evaluation(self, run_id: str, metrics: dict[str, float], folder: str | Path,
+                       path: str = "evaluation") -> None:
         self.log_metrics(run_id, metrics)
-        self.log_artifacts(run_id, folder, "evaluation")
+        self.log_artifacts(run_id, folder, path)
 
     def register(self, run_id: str, folder: str | Path, name: str) -> str:
         """Log an exported model folder to the run and register it as a model version."""
@@ -174,6 +203,13 @@ class Tracker:
             return False
         self.end_trial(run_id, state)
         return True
+
+    def child_runs(self, parent_id: str, tag: str) -> list[str]:
+        """Run ids of the runs nested under parent_id that carry `tag` (an index), in its order."""
+        parent = self.client.get_run(parent_id)
+        runs = self.client.search_runs([parent.info.experiment_id],
+                                       filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000)
+        return [r.info.run_id for r in sorted((r for r in runs if tag in r.data.tags), key=lambda r: int(r.data.tags[tag]))]
 
     def open_trial_runs(self, study_name: str) -> list[tuple[str, int]]:
         """(run id, trial number) of this study's trial runs that are still RUNNING."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import os
 import signal
 import socket
@@ -20,19 +19,22 @@ from pathlib import Path
 
 import optuna
 
-from preprocessing import DataError, load_dataset, validation_split
-from studies import ParamError, StudyError, check_params, load_study
+from models.config import TTA_MODES
+from preprocessing import DataError, cv_folds, load_dataset, validation_split
+from preprocessing.inspection import check_classes_readable, readable
+from studies import ParamError, StudyError, check_params, load_study, study_digest
 
-from .algorithms import check_pruner, check_sampler, make_pruner
-from .errors import SearchError
-from .progress import progress_line, snapshot
-from .settings import PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
-from .storage import STORAGE_ERRORS, check_storage, is_sqlite, open_storage
-from .tracking import Tracker, check_tracking
-from .worker import EXIT_FAILING, EXIT_INTERRUPTED, EXIT_USAGE, CloseRunAndRetry
+from search.urls import redact
+from search.running.algorithms import check_pruner, check_sampler, make_pruner
+from search.errors import SearchError
+from search.record import S, read_trials
+from search.running.progress import progress_line, snapshot
+from search.settings import CHANGEABLE, DATA_ATTR, DEFINING, METRICS, PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
+from search.stores.storage import STORAGE_ERRORS, check_storage, is_sqlite, open_storage
+from search.stores.tracking import Tracker, check_tracking
+from search.running.worker import EXIT_FAILING, EXIT_INTERRUPTED, EXIT_USAGE, WORKER_MODULE, CloseRunAndRetry
 
-ROOT = Path(__file__).resolve().parents[1]
-S = optuna.trial.TrialState
+ROOT = Path(__file__).resolve().parents[2]
 STORAGE_OUTAGE_S = 120  # how long the launcher rides out an unreachable database
 MAX_WORKER_CRASHES = 5
 
@@ -42,15 +44,33 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def validate(settings: SearchSettings) -> None:
-    """Every check that can fail on user input, before anything is created."""
+def validate(settings: SearchSettings) -> dict:
+    """Every check that can fail on user input, before anything is created. Returns what
+    identifies the data: TRAIN's file listing (names and sizes) and its size."""
+    if settings.study_digest and study_digest(settings.study) != settings.study_digest:
+        raise SearchError(f"study file {settings.study} changed since the study was created (its content digest was "
+                          f"{settings.study_digest}); restore it, or launch the new version under another --study-name")
     try:
         suggest = load_study(settings.study)
         check_params(suggest, settings.params, settings.study)
         data = load_dataset(settings.data_dir, record_dir=settings.cache_dir)
-        validation_split(data.train, settings.val_fraction, settings.seed)
+        # Unreadable files can leave a class empty or too small to split: say so now, not
+        # as a one-class model with val_accuracy 1.0 in trial 0.
+        ok = readable(data.train, settings.cache_dir)
+        check_classes_readable(data.train, ok)
+        if settings.cv:
+            if settings.repeats > 1:
+                raise SearchError(f"--cv {settings.cv} with --repeats {settings.repeats}: give one of them (seeds x "
+                                  f"folds would train {settings.cv * settings.repeats} models per trial)")
+            cv_folds(data.train, settings.cv, settings.seed, valid=ok)  # K no larger than the smallest class's cells
+        else:
+            validation_split(data.train, settings.val_fraction, settings.seed, valid=ok)
     except (StudyError, ParamError, DataError) as exc:
         raise SearchError(str(exc)) from None
+    if settings.metric not in METRICS:
+        raise SearchError(f"--metric {settings.metric!r} is not one of {', '.join(METRICS)}")
+    if settings.tta not in TTA_MODES:
+        raise SearchError(f"--tta {settings.tta!r} is not one of {', '.join(TTA_MODES)}")
     if settings.trials < 1:
         raise SearchError(f"--trials {settings.trials} must be at least 1")
     if settings.workers < 1:
@@ -58,33 +78,70 @@ def validate(settings: SearchSettings) -> None:
     if settings.repeats < 1:
         raise SearchError(f"--repeats {settings.repeats} must be at least 1")
     check_sampler(settings.sampler)
-    check_pruner(settings.pruner, settings.repeats)
+    check_pruner(settings.pruner, settings.repeats, settings.cv)
     check_storage(settings.storage)
     check_tracking(settings.tracking_uri)
+    return {"listing": data.train.listing, "images": len(data.train), "cells": len(set(data.train.groups))}
 
 
-def open_study(settings: SearchSettings, tracker: Tracker, create: bool, store_settings: bool = True) -> optuna.Study:
+def check_unchanged(study: optuna.Study, settings: SearchSettings, data_id: dict) -> list[str]:
+    """Refuse a launch or worker whose defining settings or data differ from the study's;
+    nothing is written before this passes. Returns notes on the options that changed."""
+    stored_json = study.user_attrs.get(SETTINGS_ATTR)
+    if not stored_json:
+        return []
+    stored = SearchSettings.from_json(stored_json, storage=settings.storage)
+    name = settings.study_name
+    for option, was, now in stored.differences(settings, DEFINING):
+        if was is None and option.startswith("--study ("):
+            continue  # created before study files were digested: nothing to compare with
+        raise SearchError(f"study {name} was created with {option} {was}, this launch says {now}: "
+                          f"use another --study-name (or {option} {was})")
+    known = study.user_attrs.get(DATA_ATTR)
+    if known and known["listing"] != data_id["listing"]:
+        raise SearchError(f"--data-dir {settings.data_dir}: its TRAIN files differ from the ones study {name} was "
+                          f"created on ({data_id['images']} images of {data_id['cells']} cells here, "
+                          f"{known['images']} of {known['cells']} there); it would validate on another split")
+    return [f"{option} is now {now} (was {was})" for option, was, now in stored.differences(settings, CHANGEABLE)]
+
+
+def open_study(settings: SearchSettings, tracker: Tracker, create: bool, data_id: dict,
+               store_settings: bool = True) -> optuna.Study:
     """Create or load the study. store_settings: record these settings for `resume` (a launch
     or resume does; a joining worker, whose data dir or tracking URI may be its own, does not)."""
     storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period,
                            stale_callback=CloseRunAndRetry(tracker))
-    pruner = make_pruner(settings.pruner, settings.epochs)
+    pruner = make_pruner(settings.pruner, settings.max_steps)
     try:
         study = optuna.load_study(study_name=settings.study_name, storage=storage, pruner=pruner)
     except KeyError:
         if not create:
-            raise SearchError(f"no study named {settings.study_name!r} in {settings.storage}") from None
+            raise SearchError(f"no study named {settings.study_name!r} in {redact(settings.storage)}") from None
         study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                     pruner=pruner, load_if_exists=True)
-    stored = study.user_attrs.get(SETTINGS_ATTR)
-    if stored and json.loads(stored)["study"] != settings.study:
-        raise SearchError(f"study {settings.study_name!r} was launched with --study {json.loads(stored)['study']}, "
-                          f"not {settings.study}; pick another --study-name")
-    if store_settings or not stored:
+    notes = check_unchanged(study, settings, data_id)
+    if store_settings:
+        for note in notes:
+            print(f"note: study {settings.study_name}: {note}", file=sys.stderr)
+    if store_settings or SETTINGS_ATTR not in study.user_attrs:
         study.set_user_attr(SETTINGS_ATTR, settings.to_json())
+    if DATA_ATTR not in study.user_attrs:
+        study.set_user_attr(DATA_ATTR, data_id)
     if PARENT_RUN_ATTR not in study.user_attrs:
         study.set_user_attr(PARENT_RUN_ATTR, tracker.parent_run(settings.study_name, settings.mlflow_params()))
     return study
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def resume_command(s: SearchSettings) -> str:
+    """The command that continues a study, as a user can paste it (no password in it)."""
+    from search.stores.storage import DEFAULT_STORAGE
+
+    return f"search resume --study-name {s.study_name}" + (
+        "" if s.storage == DEFAULT_STORAGE else f" --storage {redact(s.storage)}")
 
 
 def _pid_is_worker(pid: int) -> bool:
@@ -92,7 +149,7 @@ def _pid_is_worker(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"search.worker" in cmdline
+    return WORKER_MODULE.encode() in cmdline
 
 
 def recover_local_orphans(study: optuna.Study, tracker: Tracker, live: set[int]) -> list[int]:
@@ -100,9 +157,8 @@ def recover_local_orphans(study: optuna.Study, tracker: Tracker, live: set[int])
     period; queue their parameters again and close their runs FAILED."""
     host, recovered = socket.gethostname(), []
     callback = CloseRunAndRetry(tracker)
-    for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or pid is None or pid in live or _pid_is_worker(pid):
+    for t in read_trials(study, states=(S.RUNNING,)):
+        if t.host != host or t.pid is None or t.pid in live or _pid_is_worker(t.pid):
             continue
         try:
             study.tell(t.number, state=S.FAIL)
@@ -113,6 +169,7 @@ def recover_local_orphans(study: optuna.Study, tracker: Tracker, live: set[int])
     return recovered
 
 
+VERBOSE_ENV = "BLOODSEARCH_VERBOSE"  # set by `search --verbose`: workers' output unfiltered
 # TensorFlow's C++ start-up lines, printed before its log level applies; they say nothing
 # about the search, and would bury the progress line.
 NOISE = ("All log messages before absl::InitializeLog()", "cudart_stub.cc", "cpu_feature_guard.cc",
@@ -120,8 +177,9 @@ NOISE = ("All log messages before absl::InitializeLog()", "cudart_stub.cc", "cpu
 
 
 def _forward(stream, out=sys.stderr) -> None:
+    verbose = bool(os.environ.get(VERBOSE_ENV))
     for line in stream:
-        if not any(marker in line for marker in NOISE):
+        if verbose or not any(marker in line for marker in NOISE):
             out.write(line)
             out.flush()
 
@@ -139,9 +197,12 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker) -> int:
     return closed
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, a batch scheduler): stops as cleanly as Ctrl-C, exits 143."""
+
+
 def _interrupt(signum, frame) -> None:
-    """SIGTERM (docker stop, a batch scheduler) stops as cleanly as Ctrl-C."""
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def _die_with_parent() -> None:
@@ -163,8 +224,7 @@ class Launcher:
     def _spawn(self, timeout: float | None, trials_so_far: int) -> None:
         s = self.settings
         sampler_seed = s.worker_sampler_seed(trials_so_far, self.spawned)
-        payload = json.dumps({**json.loads(s.to_json()), "storage": s.storage})
-        cmd = [sys.executable, "-m", "search.worker", "--settings", payload,
+        cmd = [sys.executable, "-m", WORKER_MODULE,
                "--max-trials", str(s.trials_per_worker), "--sampler-seed", str(sampler_seed)]
         if timeout is not None:
             cmd += ["--timeout", str(max(1.0, timeout))]
@@ -173,7 +233,9 @@ class Launcher:
         # Own session: a terminal's Ctrl-C reaches the launcher only, which then stops each
         # worker once; the death signal covers a launcher that is killed outright.
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent,
-                                stderr=subprocess.PIPE, text=True, errors="replace")
+                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+        proc.stdin.write(s.to_payload() + "\n")
+        proc.stdin.close()
         threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
         self.procs[proc.pid] = proc
         self.spawned += 1
@@ -203,9 +265,9 @@ class Launcher:
 
     def run(self) -> int:
         s = self.settings
-        validate(s)
+        data_id = validate(s)
         tracker = Tracker(s.tracking_uri)
-        study = open_study(s, tracker, self.create, self.store_settings)
+        study = open_study(s, tracker, self.create, data_id, self.store_settings)
         self._warn_about_sqlite(study)
         recovered = recover_local_orphans(study, tracker, live=set())
         if recovered and not self.quiet:
@@ -229,31 +291,39 @@ class Launcher:
                     outage_since = outage_since or time.time()
                     if time.time() - outage_since > STORAGE_OUTAGE_S:
                         self._stop_workers()
-                        raise SearchError(f"--storage {s.storage}: unreachable for {STORAGE_OUTAGE_S} s "
+                        raise SearchError(f"--storage {redact(s.storage)}: unreachable for {STORAGE_OUTAGE_S} s "
                                           f"({_first_line(exc)}); finished trials are kept, launch again to continue") from None
                     if not announced:  # once per outage, even with --quiet
                         announced = True
                         print(f"warning: storage unreachable ({_first_line(exc)}); retrying for up to "
                               f"{STORAGE_OUTAGE_S} s", file=sys.stderr, flush=True)
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            self._show("stopping: waiting for workers to close their trials ...", final=True)
+        except KeyboardInterrupt as stop:
+            if self.tty and not self.quiet:
+                sys.stderr.write("\r" + " " * len(self.last_line) + "\r")  # the progress line makes way
             self._stop_workers()
             recover_local_orphans(study, tracker, live=set())
-            self._finish(study, tracker, parent, finished=False)
-            print(f"interrupted; finished trials are kept. Resume with: search resume --study-name {s.study_name}"
-                  f" --storage {s.storage}", file=sys.stderr)
-            return 130
+            snap = self._finish(study, tracker, parent, finished=False, show=False)
+            name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C (SIGINT)"
+            print(f"study {s.study_name}: stopped by {name} with {plural(snap.finished, 'trial')} of {s.trials} "
+                  f"finished; the running trial is queued again. Resume with: {resume_command(s)}", file=sys.stderr)
+            return 143 if isinstance(stop, Terminated) else 130
         finally:
             signal.signal(signal.SIGTERM, previous)
         snap = self._finish(study, tracker, parent, finished=snapshot(study).finished >= s.trials)
-        unrecorded = [t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tracking_error")]
+        unrecorded = [t for t in read_trials(study) if t.tracking_error]
         if unrecorded:
-            print(f"warning: trial(s) {unrecorded} kept their results in Optuna but could not be recorded in MLflow "
-                  f"({study.trials[unrecorded[-1]].user_attrs['tracking_error']})", file=sys.stderr)
-        if not self.quiet:
-            print(f"study {s.study_name}: {snap.finished} trials finished; best val_accuracy "
-                  f"{snap.best_value if snap.best_value is None else round(snap.best_value, 4)} (trial {snap.best_trial})",
+            print(f"warning: trial(s) {[t.number for t in unrecorded]} kept their results in Optuna but could not be "
+                  f"recorded in MLflow ({unrecorded[-1].tracking_error})", file=sys.stderr)
+        best = "-" if snap.best_value is None else f"{snap.best_value:.4f} (trial {snap.best_trial})"
+        if snap.finished < s.trials:
+            # Only the clock ends a launch short of its target; say so, and how to go on.
+            remaining = s.trials - snap.finished
+            print(f"study {s.study_name}: stopped by --timeout {s.timeout:g} s with {plural(snap.finished, 'trial')} of "
+                  f"{s.trials} finished, {remaining} to go; best val_accuracy {best}. Continue with: "
+                  f"{resume_command(s)}", file=sys.stderr)
+        elif not self.quiet:
+            print(f"study {s.study_name}: {plural(snap.finished, 'trial')} finished; best val_accuracy {best}",
                   file=sys.stderr)
         return 0
 
@@ -287,8 +357,7 @@ class Launcher:
         out_of_time = self.deadline is not None and time.time() >= self.deadline
         if (snap.finished >= s.trials or out_of_time) and not self.procs:
             return True
-        mine = {t.number for t in study.get_trials(deepcopy=False, states=(S.RUNNING,))
-                if t.user_attrs.get("pid") in self.procs}
+        mine = {t.number for t in read_trials(study, states=(S.RUNNING,)) if t.pid in self.procs}
         open_slots = s.trials - snap.finished - (snap.running - len(mine))
         while not out_of_time and len(self.procs) < min(s.workers, open_slots):
             self._spawn(self.deadline - time.time() if self.deadline else None, len(study.get_trials(deepcopy=False)))
@@ -297,15 +366,17 @@ class Launcher:
     def _warn_about_sqlite(self, study: optuna.Study) -> None:
         if not is_sqlite(self.settings.storage):
             return
-        hosts = {t.user_attrs.get("host") for t in study.get_trials(deepcopy=False)} - {None, socket.gethostname()}
+        hosts = {t.host for t in read_trials(study)} - {None, socket.gethostname()}
         if hosts:
             print(f"warning: study {self.settings.study_name} in SQLite has trials from other hosts "
                   f"({', '.join(sorted(hosts))}); SQLite supports workers on one machine only: use PostgreSQL",
                   file=sys.stderr)
 
-    def _finish(self, study, tracker, parent, finished: bool):
+    def _finish(self, study, tracker, parent, finished: bool, show: bool = True):
         snap = snapshot(study)
-        self._show(progress_line(snap, self.settings.trials, self.started, self.finished_at_start), final=True)
+        line = progress_line(snap, self.settings.trials, self.started, self.finished_at_start)
+        if show and (self.tty or line.split(" | elapsed")[0] != self.last_line.split(" | elapsed")[0]):
+            self._show(line, final=True)  # in a log, not the line just printed once more
         metrics = {"trials_complete": snap.complete, "trials_pruned": snap.pruned, "trials_failed": snap.failed}
         if snap.best_value is not None:
             metrics.update(best_val_accuracy=snap.best_value, best_trial=snap.best_trial)
@@ -313,13 +384,13 @@ class Launcher:
             reconcile_runs(study, tracker)
             tracker.end_parent(parent, finished, metrics)
         except Exception as exc:  # the study's results are safe in Optuna; say what MLflow missed
-            print(f"warning: could not update MLflow at {self.settings.tracking_uri} ({_first_line(exc)}); "
+            print(f"warning: could not update MLflow at {redact(self.settings.tracking_uri)} ({_first_line(exc)}); "
                   f"the next launch closes what is left open", file=sys.stderr)
         return snap
 
 
 def _failure_message(study: optuna.Study) -> str:
-    failed = [t for t in study.get_trials(deepcopy=False, states=(S.FAIL,)) if not t.user_attrs.get("surplus")]
-    reason = failed[-1].user_attrs.get("fail_reason", "") if failed else ""
+    failed = [t for t in read_trials(study, states=(S.FAIL,)) if not t.surplus]
+    reason = (failed[-1].fail_reason or "") if failed else ""
     last = reason.strip().splitlines()[-1] if reason else "see the worker output above"
     return f"trials keep failing; stopped. Last failure: {last}"

@@ -12,7 +12,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .errors import SearchError
+from search.urls import redact, scrub
+from search.errors import SearchError
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 # What a database outage looks like through Optuna's RDB storage.
@@ -26,25 +27,30 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
 
 
-def check_storage(url: str) -> None:
-    """Fail in one line, before anything is created, if the storage cannot be reached."""
+def check_storage(url: str, must_exist: bool = False) -> None:
+    """Fail in one line, before anything is created, if the storage cannot be reached.
+    must_exist: for commands that only read studies, a SQLite file that is not there is an
+    error (a typo, or the wrong folder), never an empty database to create."""
     if is_sqlite(url):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
-            parent = Path(path).expanduser().resolve().parent
-            if not parent.is_dir() or not os.access(parent, os.W_OK):
-                raise SearchError(f"--storage {url}: folder {parent} does not exist or is not writable")
+            file = Path(path).expanduser().resolve()
+            if must_exist and not file.is_file():
+                raise SearchError(f"--storage {redact(url)}: no such database ({file}); run the command where the "
+                                  f"study was launched, or give its --storage")
+            if not file.parent.is_dir() or not os.access(file.parent, os.W_OK):
+                raise SearchError(f"--storage {redact(url)}: folder {file.parent} does not exist or is not writable")
         return
     try:
         engine = create_engine(url, connect_args=_connect_args(url))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise SearchError(f"--storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        raise SearchError(f"--storage {redact(url)}: {type(exc).__name__}: {scrub(str(exc).splitlines()[0], url)}") from None
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise SearchError(f"--storage {url}: cannot connect ({first})") from None
+        raise SearchError(f"--storage {redact(url)}: cannot connect ({scrub(first, url)})") from None
     finally:
         engine.dispose()
 
@@ -85,7 +91,7 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | Non
                     raise
                 time.sleep(0.5 * (attempt + 1))  # let the winner finish creating the schema
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise SearchError(f"--storage {url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        raise SearchError(f"--storage {redact(url)}: {type(exc).__name__}: {scrub(str(exc).splitlines()[0], url)}") from None
 
 
 def _schema_race(exc: SQLAlchemyError) -> bool:

@@ -5,8 +5,8 @@ import importlib.util
 
 import optuna
 
-from .errors import SearchError
-from .settings import EPOCH_PRUNERS
+from search.errors import SearchError
+from search.settings import EPOCH_PRUNERS
 
 NEEDS = {"gp": ("torch", "PyTorch (pip install torch)"), "cmaes": ("cmaes", "the cmaes package (pip install cmaes)")}
 
@@ -46,10 +46,13 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     raise SearchError(f"--pruner {name!r} is not one of median, hyperband, successive-halving, wilcoxon, none")
 
 
-def check_pruner(name: str, repeats: int) -> None:
-    """Epoch pruners need one learning curve per trial; Wilcoxon needs several seeds."""
+def check_pruner(name: str, repeats: int, cv: int = 0) -> None:
+    """Epoch pruners need one learning curve per trial (with --cv: the folds' curves one after
+    another, always in the same fold order); Wilcoxon needs several paired values per trial
+    (seeds, or folds)."""
     if repeats > 1 and name in EPOCH_PRUNERS:
         raise SearchError(f"--pruner {name} prunes on epochs, and with --repeats {repeats} each seed has its own "
                           f"epochs; use --pruner wilcoxon or none")
-    if repeats == 1 and name == "wilcoxon":
-        raise SearchError("--pruner wilcoxon compares trials seed by seed; it needs --repeats 2 or more")
+    if repeats == 1 and cv < 2 and name == "wilcoxon":
+        raise SearchError("--pruner wilcoxon compares trials seed by seed or fold by fold; it needs --repeats 2 "
+                          "or more, or --cv")

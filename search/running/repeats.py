@@ -80,12 +80,14 @@ class RepeatSummary:
         return asdict(self)
 
 
-def summarize(results: Sequence[SeedResult]) -> RepeatSummary:
+def summarize(results: Sequence) -> RepeatSummary:
+    """results: SeedResults (evaluated on TEST) or a trial's FitResults (validation only)."""
     if not results:
         raise ValueError("no seed finished")
-    on_test = all(r.test_accuracy is not None for r in results)
-    accuracy = [r.test_accuracy if on_test else r.val_accuracy for r in results]
-    cells = [r.test_cell_accuracy for r in results]
+    tests = [getattr(r, "test_accuracy", None) for r in results]
+    on_test = all(a is not None for a in tests)
+    accuracy = tests if on_test else [r.val_accuracy for r in results]
+    cells = [getattr(r, "test_cell_accuracy", None) for r in results]
     sizes = [r.model_size_mb for r in results if r.model_size_mb is not None]
     return RepeatSummary(
         accuracy=Spread.of(accuracy), accuracy_split="test" if on_test else "validation",

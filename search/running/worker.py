@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import copy
 import faulthandler
-import json
 import logging
 import os
 import signal
@@ -16,10 +15,13 @@ import warnings
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from .errors import SearchError
-from .settings import SearchSettings
-from .storage import STORAGE_ERRORS
+from search.errors import SearchError
+from search.record import ACTIVE, INHERITED, read_trial
+from search.settings import SearchSettings
+from search.stores.storage import STORAGE_ERRORS
 
+# How the launcher starts a worker, and how it recognises one in /proc/<pid>/cmdline.
+WORKER_MODULE = "search.running.worker"
 EXIT_OK, EXIT_USAGE, EXIT_FAILING, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 MAX_CONSECUTIVE_FAILURES = 3
 log = logging.getLogger("bloodsearch.worker")
@@ -29,21 +31,16 @@ def needs_work(study: optuna.Study, target: int) -> bool:
     """Whether the study still wants a worker: a queued (retried) trial nobody has started, or
     fewer finished and running trials than its target. A queued trial alone is reason to go
     on: counted as "in flight" it would stop every worker, and nobody would ever run it."""
-    from .objective import ACTIVE
-
     trials = study.get_trials(deepcopy=False, states=ACTIVE)
     return any(t.state == optuna.trial.TrialState.WAITING for t in trials) or len(trials) < target
 
 
-# What a retried trial inherits from the one it replaces: its intent (configuration, seed,
-# original number), never the identity of the process that died with it. An inherited pid
-# would make the re-queued trial look orphaned until its new worker overwrote it.
-INHERITED = ("config", "seed", "origin_trial")
-
-
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a failed trial's parameters again, once (Optuna's retry callback)."""
-    if trial.user_attrs.get("surplus"):
+    """Queue a failed trial's parameters again, once (Optuna's retry callback). The retry
+    inherits the trial's intent (configuration, seed, original number), never the identity
+    of the process that died with it: an inherited pid would make the re-queued trial look
+    orphaned until its new worker overwrote it."""
+    if read_trial(trial).surplus:
         return
     clean = copy.deepcopy(trial)
     clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED}
@@ -58,7 +55,7 @@ class CloseRunAndRetry:
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         requeue(study, trial)
-        run_id = trial.user_attrs.get("run_id")
+        run_id = read_trial(trial).run_id
         if run_id:
             self.tracker.close_if_running(run_id, "FAIL")
 
@@ -72,7 +69,7 @@ class StopRules:
         self.failing = False
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == optuna.trial.TrialState.FAIL and not trial.user_attrs.get("surplus"):
+        if trial.state == optuna.trial.TrialState.FAIL and not read_trial(trial).surplus:
             self.failures += 1
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
                 self.failing = True
@@ -87,23 +84,25 @@ class StopRules:
 def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None, sampler_seed: int | None) -> int:
     from studies import load_study
 
-    from .algorithms import make_pruner, make_sampler
-    from .data import DataProvider
-    from .objective import Objective
-    from .storage import open_storage
-    from .tracking import Tracker
+    from search.running.algorithms import make_pruner, make_sampler
+    from search.running.data import DataProvider
+    from search.running.objective import Objective
+    from search.running.unet import StudyUnets
+    from search.stores.storage import open_storage
+    from search.stores.tracking import Tracker
 
     tracker = Tracker(settings.tracking_uri)
     storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period,
                            stale_callback=CloseRunAndRetry(tracker))
     study = optuna.load_study(study_name=settings.study_name, storage=storage,
                               sampler=make_sampler(settings.sampler, sampler_seed),
-                              pruner=make_pruner(settings.pruner, settings.epochs))
+                              pruner=make_pruner(settings.pruner, settings.max_steps))
     if not needs_work(study, settings.trials):
         return EXIT_OK
+    unets = StudyUnets(study, tracker, settings.cache_dir, settings.data_dir)
     objective = Objective(settings, load_study(settings.study), tracker,
                           DataProvider(settings.data_dir, settings.cache_dir, settings.val_fraction, settings.seed,
-                                       on_unet_trained=lambda report: tracker.log_unet(report, settings.data_dir)))
+                                       unets=unets, cv=settings.cv))
     rules = StopRules(settings.trials)
     try:
         study.optimize(objective, n_trials=max_trials, timeout=timeout, callbacks=[rules],
@@ -112,7 +111,7 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
         # The interrupted trial is FAIL and its run FAILED by now; queue its parameters
         # again so the next launch runs them.
         mine = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-                if t.user_attrs.get("pid") == os.getpid() and not t.user_attrs.get("surplus")]
+                if (r := read_trial(t)).pid == os.getpid() and not r.surplus]
         if mine:
             requeue(study, mine[-1])
         return EXIT_INTERRUPTED
@@ -120,8 +119,9 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m search.worker", description="one worker process (started by search launch)")
-    p.add_argument("--settings", required=True, help="SearchSettings as JSON, storage included")
+    p = argparse.ArgumentParser(prog=f"python -m {WORKER_MODULE}",
+                                description="one worker process (started by search launch); reads its settings, "
+                                            "storage URL included, as one JSON line on standard input")
     p.add_argument("--max-trials", type=int, default=5)
     p.add_argument("--timeout", type=float)
     p.add_argument("--sampler-seed", type=int)
@@ -134,14 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A stop request fails the running trial, and Optuna would log that with the whole
+    # TensorFlow stack; the launcher says it in one line instead.
+    for handler in logging.getLogger("optuna").handlers:  # records of its child loggers pass here
+        handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)))
     # Heartbeat and retry are marked experimental in Optuna; we rely on them knowingly.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model
-    raw = json.loads(args.settings)
-    storage = raw.pop("storage")
-    settings = SearchSettings.from_json(json.dumps(raw), storage=storage)
+    # On stdin, not argv: the storage URL may hold a password, and argv is public (ps).
+    settings = SearchSettings.from_payload(sys.stdin.readline())
     try:
         return run_worker(settings, args.max_trials, args.timeout, args.sampler_seed)
     except SearchError as exc:

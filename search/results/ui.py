@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import SearchError
+from search.urls import redact
+from search.errors import SearchError
 
 # The UI needs none of MLflow 3's GenAI job runners, which would start with it.
 MLFLOW_UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -50,7 +51,7 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
     previous = signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly as on Ctrl-C
     try:
         if tracking_uri.startswith(("http://", "https://")):
-            urls.append(f"MLflow UI (the tracking server): {tracking_uri}")
+            urls.append(f"MLflow UI (the tracking server): {redact(tracking_uri)}")
         else:
             if not _port_free(port):
                 raise SearchError(f"--port {port} is in use on 127.0.0.1; pick another")

@@ -12,7 +12,8 @@ from models import build_model, count_trainable
 from preprocessing import make_batches
 from studies import TrialConfig
 
-from .data import TrialData
+from search.record import FitResult
+from search.running.data import TrialData
 
 # A model whose best validation accuracy is not this far above chance has not learned.
 CONVERGENCE_MARGIN = 0.1
@@ -56,18 +57,29 @@ class TrainResult:
     diverged: bool
     converged: bool
     val_true: np.ndarray = field(repr=False)
-    val_pred: np.ndarray = field(repr=False)
+    val_probs: np.ndarray = field(repr=False)  # class probabilities of data.split.val, in order
+    val_scores: dict = field(repr=False)  # search.metrics.scores() of them
 
-    def metrics(self, model_size_mb: float) -> dict[str, float]:
-        """What a trial's (or a seed's) run records about its training."""
-        return {"best_val_accuracy": self.best_val_accuracy, "epochs_run": self.epochs_run,
-                "best_epoch": self.best_epoch, "params_count": self.params_count,
-                "model_size_mb": model_size_mb, "train_seconds": self.train_seconds,
-                "converged": float(self.converged)}
+    @property
+    def val_pred(self) -> np.ndarray:
+        return self.val_probs.argmax(axis=1)
+
+    def fit_result(self, seed: int, model_size_mb: float | None, fold: int | None = None) -> FitResult:
+        """What the trial's record keeps of this training. val_accuracy is the accuracy of the
+        predictions recorded here (the restored best weights, with the study's TTA)."""
+        s = self.val_scores
+        return FitResult(seed=seed, val_accuracy=round(s["accuracy"], 6), epochs_run=self.epochs_run,
+                         best_epoch=self.best_epoch, converged=self.converged, diverged=self.diverged,
+                         train_seconds=round(self.train_seconds, 3), params_count=self.params_count,
+                         model_size_mb=model_size_mb, fold=fold, val_loss=round(s["log-loss"], 6),
+                         val_cell_accuracy=round(s["cell-accuracy"], 6))
 
 
 def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int,
-          callbacks: list[keras.callbacks.Callback] = ()) -> TrainResult:
+          callbacks: list[keras.callbacks.Callback] = (), monitor: str = "val_accuracy",
+          tta: str = "none") -> TrainResult:
+    """monitor: what early stopping watches (and restores the best of): val_accuracy, or
+    val_loss when the study optimises log-loss. tta: how validation predictions are made."""
     keras.utils.set_random_seed(seed)
     pre = config.preprocess
     model = build_model(config.model, (*pre.size, pre.channels), data.num_classes,
@@ -75,8 +87,8 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
     compile_model(model, config, data.num_classes, epochs * math.ceil(len(data.split.train) / config.batch_size))
     train_ds = make_batches(data.cache, data.split.train, config.batch_size, shuffle=True, seed=seed)
     val_ds = make_batches(data.cache, data.split.val, config.batch_size)
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
-                                         restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="min" if monitor == "val_loss" else "max",
+                                         patience=patience, restore_best_weights=True)
     started = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
                         callbacks=[keras.callbacks.TerminateOnNaN(), stop, *callbacks]).history
@@ -84,9 +96,15 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
 
     val_acc = [v for v in history.get("val_accuracy", []) if not math.isnan(v)]
     diverged = any(math.isnan(v) or math.isinf(v) for v in history.get("loss", []))
-    best = max(val_acc) if val_acc else 0.0
-    probs = model.predict(val_ds, verbose=0)
-    val_pred = np.argmax(np.nan_to_num(probs), axis=1)
+    # Keras reports float32: 0.3 arrives as 0.30000001192092896. Six decimals hold any
+    # accuracy of up to a million images exactly enough, and print as people expect.
+    best = round(float(max(val_acc)), 6) if val_acc else 0.0
+    from models.combine import with_tta
+    from search.metrics import scores
+
+    probs = np.nan_to_num(np.asarray(with_tta(model, tta).predict(val_ds, verbose=0)))
+    val_true = data.cache.labels[data.split.val]
+    val_scores = scores(val_true, probs, [data.cache.image_set.groups[i] for i in data.split.val])
     chance = 1.0 / data.num_classes
     return TrainResult(
         model=model, history=history, best_val_accuracy=float(best),
@@ -94,5 +112,5 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
         epochs_run=len(history.get("loss", [])), train_seconds=seconds,
         params_count=count_trainable(model), diverged=diverged,
         converged=not diverged and best >= chance + CONVERGENCE_MARGIN,
-        val_true=data.cache.labels[data.split.val], val_pred=val_pred,
+        val_true=val_true, val_probs=probs, val_scores=val_scores,
     )

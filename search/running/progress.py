@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import optuna
 
-S = optuna.trial.TrialState
+from search.record import S, best_of, read_trials
 
 
 @dataclass
@@ -25,20 +25,17 @@ class Snapshot:
 
 
 def snapshot(study: optuna.Study) -> Snapshot:
-    trials = study.get_trials(deepcopy=False)
+    # A race loser that never trained (surplus) is not a failure worth showing.
+    trials = [t for t in read_trials(study) if not (t.state == S.FAIL and t.surplus)]
     count = {state: 0 for state in S}
-    best_value, best_trial = None, None
     for t in trials:
-        if t.state == S.FAIL and t.user_attrs.get("surplus"):
-            continue  # a race loser that never trained: not a failure worth showing
         count[t.state] += 1
-        if t.state == S.COMPLETE and t.value is not None and (best_value is None or t.value > best_value):
-            best_value, best_trial = t.value, t.number
+    best = best_of(trials)
     return Snapshot(count[S.COMPLETE], count[S.PRUNED], count[S.FAIL], count[S.RUNNING], count[S.WAITING],
-                    best_value, best_trial)
+                    best.value if best else None, best.number if best else None)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -49,7 +46,7 @@ def progress_line(snap: Snapshot, target: int, started: float, finished_at_start
     elapsed = time.time() - started
     done_here = snap.finished - finished_at_start
     remaining = max(0, target - snap.finished)
-    eta = _duration(elapsed / done_here * remaining) if done_here > 0 and remaining else "?" if remaining else "0:00"
+    eta = duration(elapsed / done_here * remaining) if done_here > 0 and remaining else "?" if remaining else "0:00"
     best = f"best {snap.best_value:.4f} (trial {snap.best_trial})" if snap.best_value is not None else "best -"
     return (f"trials {snap.finished}/{target} (running {snap.running}, pruned {snap.pruned}, "
-            f"failed {snap.failed}) | {best} | elapsed {_duration(elapsed)} | eta {eta}")
+            f"failed {snap.failed}) | {best} | elapsed {duration(elapsed)} | eta {eta}")

@@ -1,5 +1,6 @@
-"""Real services for the scale-out tests: a fresh database on the machine's PostgreSQL and an
-`mlflow server` on 127.0.0.1 with its backend in PostgreSQL."""
+"""Real local services for the test suite and the benchmarks (the service itself never uses
+them): a fresh database on the machine's PostgreSQL and an `mlflow server` on 127.0.0.1 with
+its backend in PostgreSQL."""
 from __future__ import annotations
 
 import os
@@ -141,3 +142,11 @@ def pg_cluster(action: str) -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action], check=True,
                    capture_output=True, timeout=60)
+
+
+def study_user_attrs(workdir: Path, name: str, storage: str | None = None) -> dict:
+    """A study's user attributes and its trials', to check that nothing was written."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage or f"sqlite:///{workdir / 'optuna.db'}")
+    return {"study": dict(study.user_attrs), "trials": [dict(t.user_attrs) for t in study.trials]}

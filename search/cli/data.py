@@ -1,0 +1,89 @@
+"""Data: look at a data set before searching it; train the U-Net that mask=unet uses."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from search.cli import options as o
+
+
+@click.group()
+def data() -> None:
+    """Look at a data set before searching it."""
+
+
+@data.command("inspect")
+@o.data_dir(required=True)
+@click.option("--sheet", type=click.Path(dir_okay=False), default="contact-sheet.png", show_default=True,
+              help="PNG with a few TRAIN images per class next to their Otsu masks.")
+@click.option("--per-class", type=click.IntRange(1, 12), default=4, show_default=True)
+@click.option("--size", default="120x160", show_default=True, help="Size the sheet shows images at.")
+@o.as_json
+def inspect(data_dir, sheet, per_class, size, as_json) -> None:
+    """Class counts per split, original cells per class, image sizes, unreadable files."""
+    from preprocessing import load_dataset, parse_size
+    from preprocessing.inspection import contact_pairs, inspect_dataset
+
+    from search.plots import contact_sheet_png
+
+    dataset = load_dataset(data_dir)
+    hw = parse_size(size)
+    report = inspect_dataset(dataset)
+    unreadable = {u["file"] for u in report["splits"]["TRAIN"]["unreadable"]}
+    contact_sheet_png(contact_pairs(dataset, per_class, hw, skip=unreadable), o.output_file(sheet),
+                      f"{dataset.root.name}: TRAIN, one image per cell, and its Otsu mask")
+    report["contact_sheet"] = str(sheet)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    click.echo(f"{report['data_dir']} ({report['layout']} layout), classes: {', '.join(report['classes'])}")
+    for name, split in report["splits"].items():
+        click.echo(f"{name}: {sum(split['images'].values())} images, {sum(split['cells'].values())} original cells")
+        for cls in report["classes"]:
+            click.echo(f"  {cls:<12} {split['images'].get(cls, 0):>6} images {split['cells'].get(cls, 0):>5} cells")
+        sizes = ", ".join(f"{k} ({v})" for k, v in list(split["sizes_wxh"].items())[:5])
+        click.echo(f"  sizes (WxH): {sizes}")
+        for u in split["unreadable"]:
+            click.echo(f"  unreadable: {u['file']} ({u['error']})")
+    click.echo(f"contact sheet: {sheet}")
+
+
+@click.group()
+def unet() -> None:
+    """U-Net masks (mask=unet): train ahead of time, see its quality."""
+
+
+@unet.command("train")
+@o.data_dir(required=True)
+@click.option("--size", default="120x160", show_default=True, help="HEIGHTxWIDTH the masks are made at.")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--patience", type=click.IntRange(1), default=3, show_default=True, help="Early stopping on val_loss.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@o.cache_dir
+@o.tracking_uri
+@click.option("--retrain", is_flag=True, help="Replace a U-Net already stored for this data set and size.")
+def train(data_dir, size, epochs, patience, batch_size, seed, val_fraction, cache_dir, tracking_uri, retrain) -> None:
+    """Train the U-Net on TRAIN's grayscale images against their Otsu masks; report Dice and IoU
+    on the grouped validation split; store it for mask=unet and log it to MLflow (experiment unet)."""
+    from preprocessing import default_cache_dir, load_dataset, parse_size
+
+    from search.running.unet import ensure_unet
+    from search.stores.tracking import Tracker, check_tracking
+
+    hw = parse_size(size)
+    dataset = load_dataset(data_dir, record_dir=cache_dir)
+    check_tracking(tracking_uri)
+    runs = []
+    report = ensure_unet(dataset.train, hw, cache_dir or default_cache_dir(), retrain=retrain,
+                         on_trained=lambda r: runs.append(Tracker(tracking_uri).log_unet(r, data_dir)),
+                         epochs=epochs, patience=patience, batch_size=batch_size, seed=seed, val_fraction=val_fraction)
+    m = report.meta
+    pad = m["padding"]
+    padding = f"; sides padded by {pad['bottom']} rows, {pad['right']} columns" if pad["bottom"] or pad["right"] else ""
+    click.echo(f"U-Net at {hw[0]}x{hw[1]}: validation Dice {m['val_dice']:.4f}, IoU {m['val_iou']:.4f} "
+               f"against Otsu masks ({m['epochs_run']} epochs, {m['train_seconds']:.0f} s{padding})")
+    click.echo(f"stored in {report.model_dir}" + (f"; MLflow run {runs[0]} (experiment unet)" if runs else
+                                                  " (trained earlier; --retrain to replace it)"))

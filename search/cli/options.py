@@ -1,0 +1,73 @@
+"""Options that several commands share, declared once (as MLflow's cli_args does)."""
+from __future__ import annotations
+
+import click
+
+from search.errors import SearchError
+from search.stores.storage import DEFAULT_STORAGE
+from search.stores.tracking import DEFAULT_TRACKING_URI
+
+TRACKING_ENV = ["SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"]
+
+storage = click.option(
+    "--storage", envvar="SEARCH_STORAGE", show_envvar=True, default=DEFAULT_STORAGE, show_default=True,
+    help="Optuna storage URL: sqlite:///file.db or postgresql+psycopg://user@host/db.")
+tracking_uri = click.option(
+    "--tracking-uri", envvar=TRACKING_ENV, show_envvar=True, default=DEFAULT_TRACKING_URI, show_default=True,
+    help="MLflow tracking URI: a local store or http://server:5000.")
+study_tracking_uri = click.option(
+    "--tracking-uri", envvar=TRACKING_ENV, show_envvar=True,
+    help="MLflow tracking URI. [default: the one the study was launched with]")
+cache_dir = click.option(
+    "--cache-dir", envvar="BLOODSEARCH_CACHE_DIR", show_envvar=True,
+    help="Where decoded images are cached. [default: ~/.cache/bloodsearch]")
+study_name = click.option("--study-name", required=True, help="The study, as listed by `search studies`.")
+trial = click.option("--trial", "trial_number", type=int, help="Trial number. [default: the best]")
+as_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+quiet = click.option("--quiet", is_flag=True, help="No progress line.")
+tta = click.option("--tta", type=click.Choice(("none", "flip", "dihedral")), default="none", show_default=True,
+                   help="Test-time augmentation: the mean of the probabilities over the image's flips "
+                        "(dihedral: and 90-degree turns; square sizes).")
+params = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+                      help="Fix a search-space parameter, e.g. --param size=60x80 (repeatable).")
+
+
+def data_dir(required: bool = False, help: str = "[default: the study's]"):
+    return click.option("--data-dir", envvar="SEARCH_DATA_DIR", show_envvar=True, required=required,
+                        help=help if not required else "TRAIN/<CLASS>/... (+ TEST/) or <CLASS>/... folders of images.")
+
+
+def output_file(path: str):
+    """The one rule for files a command writes: missing parent folders are created."""
+    from pathlib import Path
+
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SearchError(f"{path}: cannot create its folder ({exc.strerror})") from None
+    return out
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    fixed = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SearchError(f"--param {item!r} is not NAME=VALUE")
+        fixed[name.strip()] = value.strip()
+    return fixed
+
+
+def print_rows(rows: list, as_json: bool, empty: str, header: str, line, to_dict=lambda r: r) -> None:
+    """A command's rows as JSON, or a table with a header, or a line saying there are none."""
+    import json
+
+    if as_json:
+        click.echo(json.dumps([to_dict(r) for r in rows], indent=1, default=str))
+    elif not rows:
+        click.echo(empty)
+    else:
+        click.echo(header)
+        for r in rows:
+            click.echo(line(r))

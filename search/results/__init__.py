@@ -1,0 +1,2 @@
+"""Reading and using results: a study's status and best trials, TEST evaluation, replication,
+comparison, reports, prediction and export, feature maps, the UIs."""

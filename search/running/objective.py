@@ -1,0 +1,240 @@
+"""The Optuna objective: trial -> TrialConfig -> trained model(s) -> the study's metric on
+validation, with every trial recorded as an MLflow child run whose status mirrors the
+trial's. A trial trains one model, K seeds (--repeats) or K folds (--cv); seeds and folds are
+runs nested in the trial's."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import keras
+import optuna
+
+from studies import Params, TrialConfig
+
+from search.plots import confusion_png, learning_curves_png
+from search.record import ACTIVE, S, best_of, inherited, read_trials
+from search.running.data import DataProvider, confusion
+from search.running.recorder import TrialRecorder
+from search.running.repeats import repeat_seeds
+from search.metrics import objective as objective_value
+from search.running.oof import OutOfFold
+from search.running.training import train
+from search.settings import EPOCH_PRUNERS, PARENT_RUN_ATTR, SearchSettings
+from search.stores.tracking import Tracker, TrialRun
+
+log = logging.getLogger("bloodsearch.objective")
+
+
+class SurplusTrial(Exception):
+    """Started in a race after the study already had its trial count; never trained."""
+
+
+class PruneOnEpochs(keras.callbacks.Callback):
+    """Report the epoch's validation signal (val_accuracy, or -val_loss for a log-loss study)
+    and stop the fit when the pruner says so. With --cv the folds' epochs follow each other
+    (step = fold x epochs + epoch), in the same fold order in every trial, so the pruner
+    compares trials at the same fold and epoch, and fold 0 screens them."""
+
+    def __init__(self, trial: optuna.Trial, step_offset: int = 0, signal: str = "val_accuracy") -> None:
+        super().__init__()
+        self.trial, self.step_offset, self.signal = trial, step_offset, signal
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        value = (logs or {}).get(self.signal)
+        if value is None or math.isnan(value):
+            return
+        value = -float(value) if self.signal == "val_loss" else float(value)
+        self.trial.report(value, step=self.step_offset + epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {self.step_offset + epoch + 1} with {self.signal} {abs(value):.4f}")
+
+
+class LogEpochs(keras.callbacks.Callback):
+    """Per-epoch metrics to MLflow as they happen, so a running trial is visible in the UI;
+    the epoch reached into the trial's record, for `search status`."""
+
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, run: TrialRun, recorder: TrialRecorder | None = None) -> None:
+        super().__init__()
+        self.run, self.recorder = run, recorder
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        logs = logs or {}
+        self.run.log_metrics({k: logs[k] for k in self.KEYS if k in logs}, step=epoch)
+        if self.recorder is not None:
+            self.recorder.epoch(epoch + 1)
+
+
+def trial_seed(base: int, trial_number: int) -> int:
+    return (base * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+class Objective:
+    def __init__(self, settings: SearchSettings, suggest: Callable[[Params], TrialConfig], tracker: Tracker,
+                 data: DataProvider) -> None:
+        self.settings, self.suggest, self.tracker, self.data = settings, suggest, tracker, data
+
+    def _claim(self, trial: optuna.Trial, recorder: TrialRecorder) -> None:
+        """Refuse a trial started after the study reached its count (a race between workers)."""
+        active = trial.study.get_trials(deepcopy=False, states=ACTIVE)
+        rank = sum(1 for t in active if t.number <= trial.number)
+        if rank > self.settings.trials:
+            recorder.surplus()
+            trial.study.stop()
+            raise SurplusTrial(f"trial {trial.number} is beyond the study's {self.settings.trials} trials")
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        recorder = TrialRecorder(trial)
+        self._claim(trial, recorder)
+        s = self.settings
+        config = self.suggest(Params(trial, s.params))
+        # A retried trial inherits its original's record (search.record.INHERITED): its seed too.
+        origin, seed = inherited(trial.user_attrs, trial.number)
+        seed = seed if seed is not None else trial_seed(s.seed, origin)
+        recorder.start(config, seed, origin)
+        name = f"{s.study_name}-{trial.number}" + (f"-retry-of-{origin}" if origin != trial.number else "")
+        parent = trial.study.user_attrs[PARENT_RUN_ATTR]
+        run = TrialRun(self.tracker, s.study_name, parent, name,
+                       {**config.flat(), **s.mlflow_params(),
+                        **({"seed": seed} if s.repeats == 1 else {"seeds": repeat_seeds(s.seed, s.repeats)})},
+                       {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.state": "RUNNING",
+                        "optuna.origin_trial": origin})
+        state = "FAIL"
+        try:
+            recorder.run(run)
+            value = self._train(trial, recorder, config, seed, run, name, origin)
+            state = "COMPLETE"
+            return value
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        except Exception as exc:
+            recorder.failed(exc)
+            raise
+        finally:
+            run.end(state)
+            if run.error:
+                # The result stays in Optuna; the missing record is reported, not swallowed.
+                recorder.tracking_error(run.error)
+
+    def _units(self, seed: int) -> list[tuple[int, int, int | None]]:
+        """(index, seed, fold) of each model the trial trains: one; K seeds shared by every
+        trial (paired); or K folds, fixed for the study, trained with the trial's seed."""
+        s = self.settings
+        if s.cv >= 2:
+            return [(k, seed, k) for k in range(s.cv)]
+        if s.repeats > 1:
+            return [(r, r_seed, None) for r, r_seed in enumerate(repeat_seeds(s.seed, s.repeats))]
+        return [(0, seed, None)]
+
+    def _train(self, trial: optuna.Trial, recorder: TrialRecorder, config: TrialConfig, seed: int, run: TrialRun,
+               name: str, origin: int) -> float:
+        """Train the trial's models one after another. Alone, a model's run is the trial's;
+        seeds and folds each get a run nested in the trial's, with their own curves, scores,
+        pictures and (when the trial keeps models, decided on its value once all are in) their
+        model. The trial's value is the mean over its models of the study's metric.
+
+        Pruning: epoch pruners see every epoch (folds one after another); Wilcoxon sees one
+        value per seed or fold, at step = its index, compared pair by pair with the best trial."""
+        s = self.settings
+        units = self._units(seed)
+        nested = len(units) > 1
+        tag = "bloodsearch.fold" if s.cv >= 2 else "bloodsearch.repeat"
+        epoch_pruning = s.pruner in EPOCH_PRUNERS
+        signal = "val_loss" if s.metric == "log-loss" else "val_accuracy"
+        oof = OutOfFold() if s.cv >= 2 else None
+        values: list[float] = []
+        with tempfile.TemporaryDirectory(prefix="bloodsearch-models-") as held:
+            unit_runs: list[TrialRun] = []
+            for index, unit_seed, fold in units:
+                data = self.data.get(config.preprocess, fold)
+                if index == 0:
+                    recorder.data(data.split.report, data.unet)
+                unit_run = run if not nested else TrialRun(
+                    self.tracker, s.study_name, run.run_id, f"{name}-{'fold' if fold is not None else 'seed'}{index}",
+                    {**config.flat(), "seed": unit_seed, tag.split(".")[1]: index},
+                    {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.origin_trial": origin,
+                     tag: index})
+                callbacks = [LogEpochs(unit_run, recorder)]
+                if epoch_pruning:
+                    callbacks.append(PruneOnEpochs(trial, index * s.epochs, signal))
+                unit_state = "FAIL"
+                try:
+                    result = train(config, data, s.epochs, s.patience, unit_seed, callbacks=callbacks, monitor=signal,
+                                   tta=s.tta)
+                    size_mb = self._log_artifacts(trial, config, data, result, unit_seed, unit_run,
+                                                  Path(held) / str(index))
+                    if nested and index == 0:  # the trial's own pictures are its first model's
+                        self._log_artifacts(trial, config, data, result, unit_seed, run)
+                    fit = result.fit_result(unit_seed, size_mb, fold)
+                    recorder.fit(fit, unit_run, diverged=result.diverged)
+                    if oof is not None:
+                        oof.add(data, fold, result.val_probs)
+                    unit_state = "COMPLETE"
+                finally:
+                    if nested:
+                        unit_run.end(unit_state)
+                unit_runs.append(unit_run)
+                if not result.converged:
+                    log.warning("trial %d%s did not converge (best val_accuracy %.3f%s)", trial.number,
+                                f" {tag.split('.')[1]} {index}" if nested else "", result.best_val_accuracy,
+                                ", loss diverged" if result.diverged else "")
+                del result
+                values.append(objective_value(fit.scores(), s.metric))
+                if nested:
+                    recorder.summary(run, s.metric)
+                if s.pruner == "wilcoxon":
+                    trial.report(values[-1], step=index)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after {index + 1} of {len(units)} {tag.split('.')[1]}s: "
+                                                 f"worse than the best trial, pair by pair (Wilcoxon)")
+            value = sum(values) / len(values)
+            if oof is not None:
+                run.log_artifacts(oof.save(Path(held) / "oof"))
+            if self._keep_model(trial, value):
+                run.log_artifacts(Path(held) / "0")  # the first model: what predict used before bags
+                if nested:
+                    for index, unit_run in enumerate(unit_runs):
+                        unit_run.log_artifacts(Path(held) / str(index))
+        return value
+
+    def _log_artifacts(self, trial: optuna.Trial, config: TrialConfig, data, result, seed: int, run: TrialRun,
+                       model_dir: Path | None = None) -> float | None:
+        """Confusion matrix, learning curves, scaling and config into the run; with model_dir,
+        the model saved there (logged later, if the trial keeps models) and its size in MB
+        (with optimizer state, as the study measured it)."""
+        s = self.settings
+        size_mb = None
+        if model_dir is not None:
+            (model_dir / "model").mkdir(parents=True)
+            result.model.save(model_dir / "model" / "model.keras")
+            size_mb = (model_dir / "model" / "model.keras").stat().st_size / 2**20
+        with tempfile.TemporaryDirectory(prefix="bloodsearch-trial-") as tmp:
+            out = Path(tmp)
+            matrix = confusion(result.val_true, result.val_pred, data.num_classes)
+            (out / "confusion_matrix.json").write_text(json.dumps(
+                {"classes": list(data.classes), "matrix": matrix.tolist(), "split": "validation"}))
+            fold = data.split.report.get("fold")
+            title = f"{s.study_name} trial {trial.number}" + (
+                f" fold {fold}" if fold is not None else f" seed {seed}" if s.repeats > 1 else "")
+            confusion_png(matrix, data.classes, out / "confusion_matrix.png", f"{title}: validation")
+            learning_curves_png(result.history, out / "learning_curves.png", title)
+            data.stats.save(out / "scaling.json")
+            (out / "trial_config.json").write_text(json.dumps(
+                {"config": config.to_dict(), "seed": seed, "classes": list(data.classes)}, indent=1))
+            run.log_artifacts(out)
+        return size_mb
+
+    def _keep_model(self, trial: optuna.Trial, value: float) -> bool:
+        if self.settings.log_models == "all":
+            return True
+        if self.settings.log_models == "none":
+            return False
+        best = best_of(read_trials(trial.study, states=(S.COMPLETE,)))
+        return best is None or value > best.value

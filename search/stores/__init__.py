@@ -1,0 +1,1 @@
+"""Storage and tracking: Optuna's RDB storage (SQLite or PostgreSQL) and MLflow."""

@@ -1,0 +1,145 @@
+"""Cross-validated trials (--cv K), the metrics a trial is judged by, test-time augmentation,
+bagged fold models and ensembles."""
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from preprocessing import cv_folds, load_dataset
+from preprocessing.synthetic import make_split_dataset
+from searchtools import load, mlflow_runs, run_search
+
+TINY = ["--study", "seed-fcn", "--param", "size=16x16", "--param", "width=0.125", "--param", "batch_size=8",
+        "--param", "learning_rate=0.003", "--param", "dropout=0.0", "--epochs", "4", "--patience", "4"]
+
+
+def test_folds_are_grouped_stratified_and_fixed(tmp_path):
+    data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=6, copies=3))
+    folds = cv_folds(data.train, 3, seed=5)
+    validated = np.concatenate([f.val for f in folds])
+    assert sorted(validated.tolist()) == list(range(len(data.train)))  # every image once
+    for f in folds:
+        assert not {data.train.groups[i] for i in f.train} & {data.train.groups[i] for i in f.val}
+        assert all(side["cells"] == 2 for side in f.report["val"].values())  # 6 cells per class / 3 folds
+    again = cv_folds(data.train, 3, seed=5)
+    assert all(np.array_equal(a.val, b.val) for a, b in zip(folds, again))  # the same in every trial
+
+
+def test_tta_of_a_flip_symmetric_image_is_the_plain_prediction():
+    from models import ModelConfig, build_model
+    from models.combine import with_tta
+
+    model = build_model(ModelConfig("fcn", kernels=(2,) * 5, width=0.125), (16, 16, 3), 4)
+    yy, xx = np.mgrid[:16, :16]
+    ring = (np.abs(np.hypot(yy - 7.5, xx - 7.5) - 5) < 1.5)[..., None] * np.array([200, 90, 120])
+    image = ring.astype("uint8")[None]
+    assert np.array_equal(image, image[:, ::-1]) and np.array_equal(image, image[:, :, ::-1])
+    for mode in ("flip", "dihedral"):
+        np.testing.assert_allclose(with_tta(model, mode).predict(image, verbose=0), model.predict(image, verbose=0),
+                                   atol=1e-6)
+
+
+def test_ensemble_selection_picks_the_trial_better_on_every_fold():
+    from search.results.ensemble import greedy_selection
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 10)
+    groups = np.array([f"c{i // 2}" for i in range(40)])
+    good = np.full((40, 4), 0.1)
+    good[np.arange(40), labels] = 0.7
+    bad = rng.dirichlet(np.ones(4), 40)
+    weights, curve = greedy_selection({0: bad, 1: good}, labels, groups, "log-loss", 5)
+    assert weights == {1: 5} and len(curve) == 5
+
+
+def test_the_default_cv_pruner_compares_trials_fold_by_fold_and_prunes_a_worse_one():
+    """Fold k's epoch e is step k x epochs + e in every trial, so the median pruner compares
+    the same fold and epoch; a trial worse from fold 0 on is stopped there."""
+    from search.running.algorithms import make_pruner
+    from search.running.objective import PruneOnEpochs
+
+    epochs, k = 4, 3
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", epochs * k))
+    for _ in range(5):
+        trial = study.ask()
+        for fold in range(k):
+            callback = PruneOnEpochs(trial, fold * epochs)
+            for e in range(epochs):
+                callback.on_epoch_end(e, {"val_accuracy": 0.8 + 0.01 * e})
+        study.tell(trial, 0.83)
+    worse = study.ask()
+    callback = PruneOnEpochs(worse, 0)
+    with pytest.raises(optuna.TrialPruned, match="pruned at step 3"):
+        for e in range(epochs):
+            callback.on_epoch_end(e, {"val_accuracy": 0.3})
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--cv", "1"], "--cv 1: cross-validation needs at least 2 folds"),
+    (["--cv", "9"], "9 folds need at least 9 per class"),
+    (["--cv", "2", "--repeats", "2"], "give one of them"),
+    (["--metric", "f1"], "Invalid value for '--metric'"),
+    (["--tta", "rot"], "Invalid value for '--tta'"),
+])
+def test_bad_cv_metric_and_tta_are_one_line_and_create_nothing(tmp_path, args, fragment):
+    make_split_dataset(tmp_path / "data", cells_per_class=4, copies=2)
+    done = run_search(tmp_path, "launch", *TINY, "--data-dir", "data", *args)
+    assert done.returncode == 2 and fragment in done.stderr, done.stderr
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_cv_study_end_to_end(tmp_path):
+    """--cv 2: fold runs nested in each trial, the value their mean, out-of-fold predictions of
+    every TRAIN image once, the trial's model their bag (evaluate, export, predict), an
+    ensemble chosen on out-of-fold predictions and exported as one model."""
+    make_split_dataset(tmp_path / "data", cells_per_class=4, copies=2, test_cells=2)
+    done = run_search(tmp_path, "launch", *TINY, "--cv", "2", "--metric", "log-loss", "--trials", "2",
+                      "--data-dir", "data", "--pruner", "none", "--quiet")
+    assert done.returncode == 0, done.stderr
+    from search.record import read_trial
+    from search.running.oof import ARTIFACT, OutOfFoldPredictions
+
+    study = load(tmp_path, "seed-fcn")
+    client, _, runs = mlflow_runs(tmp_path, "seed-fcn")
+    data = load_dataset(tmp_path / "data")
+    for frozen in study.trials:
+        t = read_trial(frozen)
+        assert t.cv and [f.fold for f in t.fits] == [0, 1]
+        folds = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == t.run_id),
+                       key=lambda r: int(r.data.tags["bloodsearch.fold"]))
+        assert [r.info.run_name for r in folds] == [f"seed-fcn-{t.number}-fold0", f"seed-fcn-{t.number}-fold1"]
+        losses = [r.data.metrics["val_log_loss"] for r in folds]
+        assert t.value == pytest.approx(-np.mean(losses), abs=1e-5)  # the study's metric: log-loss, negated
+        assert {"val_accuracy", "val_cell_accuracy"} <= {k.replace("_mean", "") for k in
+                                                         client.get_run(t.run_id).data.metrics}
+        oof = OutOfFoldPredictions.load(client.download_artifacts(t.run_id, ARTIFACT, str(tmp_path)))
+        assert oof.indices.tolist() == list(range(len(data.train)))  # every TRAIN image, once
+        assert sorted(set(oof.folds.tolist())) == [0, 1] and oof.probs.shape == (len(data.train), 4)
+
+    evaluated = json.loads(run_search(tmp_path, "evaluate", "--study-name", "seed-fcn", "--tta", "flip",
+                                      "--json").stdout)
+    assert evaluated["model"] == "the bag of its 2 fold models (mean probabilities), TTA flip"
+    assert evaluated["splits"]["TEST"]["per_model"]["kind"] == "fold"
+    assert run_search(tmp_path, "export", "--study-name", "seed-fcn", "--tta", "flip", "--out", "bag").returncode == 0
+    files = [str(data.test.path(i)) for i in range(len(data.test))]
+    rows = json.loads(run_search(tmp_path, "predict", "--model", "bag", *files, "--json").stdout)
+    accuracy = np.mean([r["class"] == data.classes[data.test.labels[i]] for i, r in enumerate(rows)])
+    assert accuracy == pytest.approx(evaluated["splits"]["TEST"]["accuracy"])  # served == evaluated
+    served = json.loads(run_search(tmp_path, "predict", "--study-name", "seed-fcn", "--tta", "flip", *files[:3],
+                                   "--json").stdout)
+    for a, b in zip(served, rows[:3]):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5)
+
+    chosen = run_search(tmp_path, "ensemble", "--study-name", "seed-fcn", "--size", "3", "--evaluate",
+                        "--export", "ens", "--json")
+    assert chosen.returncode == 0, chosen.stderr
+    out = json.loads(chosen.stdout)
+    assert sum(m["weight"] for m in out["selection"]["members"]) == pytest.approx(1.0)
+    assert out["evaluation"]["splits"]["TEST"]["images"] == len(data.test)
+    ens_rows = json.loads(run_search(tmp_path, "predict", "--model", "ens", *files[:2], "--json").stdout)
+    assert [set(r["probabilities"]) for r in ens_rows] == [set(data.classes)] * 2
+    _, _, runs = mlflow_runs(tmp_path, "seed-fcn")
+    assert any(r.data.tags.get("bloodsearch.ensemble") == "true" for r in runs)
