@@ -22,6 +22,11 @@ PG_USER = os.environ.get("PGUSER", "postgres")
 MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
+def search_cmd(*args: str) -> list[str]:
+    """The `search` CLI of this checkout, as a subprocess command."""
+    return [sys.executable, "-m", "search.cli", *args]
+
+
 def pg_url(database: str) -> str:
     return f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
 

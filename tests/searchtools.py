@@ -4,11 +4,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
+
+from search.testing import search_cmd  # noqa: F401  (the tests' way to start the CLI)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and fast, still a real search: everything else in the fcn space stays free.
@@ -21,8 +22,6 @@ def env_for(workdir: Path) -> dict:
             "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
-def search_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "search.cli", *args]
 
 
 def run_search(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """Opening a storage: launches that start at the same moment on a new, empty storage."""
 import multiprocessing as mp
 
+import optuna
 import pytest
 from sqlalchemy.exc import IntegrityError
 
@@ -9,7 +10,7 @@ from search.stores.storage import open_storage
 
 
 def test_a_schema_collision_is_retried(tmp_path, monkeypatch):
-    real, calls = storage_module.RDBStorage, []
+    real, calls = storage_module.OutageProofStorage, []
 
     def collide_once(*args, **kwargs):
         calls.append(1)
@@ -17,7 +18,7 @@ def test_a_schema_collision_is_retried(tmp_path, monkeypatch):
             raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(storage_module, "RDBStorage", collide_once)
+    monkeypatch.setattr(storage_module, "OutageProofStorage", collide_once)
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(calls) == 2 and storage.get_all_studies() == []
 
@@ -43,3 +44,45 @@ def test_launches_opening_a_new_storage_together_all_succeed(tmp_path, attempt):
     for p in procs:
         p.join(timeout=60)
     assert outcomes == ["ok"] * n
+
+
+def test_a_database_that_is_down_is_an_outage_not_a_usage_error():
+    """Found by the chaos soak: a worker opening the storage during a PostgreSQL restart
+    exited as a usage error, and the launcher stopped the whole launch."""
+    from sqlalchemy.exc import OperationalError
+
+    with pytest.raises(OperationalError):
+        storage_module.open_storage("postgresql+psycopg://postgres@127.0.0.1:9/optuna")  # nothing listens there
+
+
+def test_a_failed_heartbeat_does_not_end_the_heartbeats(tmp_path, monkeypatch):
+    """Optuna's heartbeat thread died at its first failed beat (a database restart), and the
+    trial, still training, was then failed as stale."""
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import OperationalError
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1, grace_period=2)
+    trial = optuna.create_study(storage=storage).ask()
+    calls = []
+
+    def flaky(self, trial_id):
+        calls.append(trial_id)
+        raise OperationalError("beat", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(RDBStorage, "record_heartbeat", flaky)
+    storage.record_heartbeat(trial._trial_id)  # logged, not raised: the thread beats on
+    assert calls == [trial._trial_id]
+
+
+def test_a_running_trial_that_never_beat_is_failed_after_the_grace_period(tmp_path):
+    """Its worker died between ask() and its first heartbeat: Optuna skipped it for ever."""
+    import time
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'b.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="b", storage=storage)
+    trial = study.ask()
+    deadline = time.monotonic() + 20
+    while study.trials[trial.number].state == optuna.trial.TrialState.RUNNING and time.monotonic() < deadline:
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(0.5)
+    assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL

@@ -83,11 +83,7 @@ def predict(paths, study_name, storage, trial_number, tracking_uri, cache_dir, m
 
 
 @click.command()
-@o.study_name
-@o.storage
-@o.trial
-@o.study_tracking_uri
-@o.cache_dir
+@o.a_trial
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
 @click.option("--register", "register_name", help="Also register it in the MLflow model registry under this name.")
 @click.option("--force", is_flag=True, help="Replace --out whole if it exists and is not empty.")
@@ -95,9 +91,9 @@ def predict(paths, study_name, storage, trial_number, tracking_uri, cache_dir, m
 def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, register_name, force, tta) -> None:
     """A trial's model (a --cv trial's bag of fold models) and preprocessing as a folder that
     `search predict --model DIR` accepts; with --tta the saved model applies it itself."""
-    from search.results.inference import Predictor
+    from search.results.inference import check_destination
 
-    Predictor.check_destination(out, force)  # before minutes of downloading
+    check_destination(out, force)  # before minutes of downloading
     _, trial, tracker, predictor = _trial_predictor(study_name, storage, trial_number, tracking_uri, cache_dir, tta)
     folder = predictor.save(out, force=force)
     click.echo(f"exported trial {trial.number} of {study_name} ({predictor.info['model']}) to {folder}")
@@ -107,11 +103,7 @@ def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, regi
 
 
 @click.command()
-@o.study_name
-@o.storage
-@o.trial
-@o.study_tracking_uri
-@o.cache_dir
+@o.a_trial
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
 def featuremaps(study_name, storage, trial_number, tracking_uri, cache_dir, image, out) -> None:

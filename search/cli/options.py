@@ -32,6 +32,13 @@ params = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                       help="Fix a search-space parameter, e.g. --param size=60x80 (repeatable).")
 
 
+def a_trial(command):
+    """The options that pick one trial of a study and where to find its runs and images."""
+    for option in reversed((study_name, storage, trial, study_tracking_uri, cache_dir)):
+        command = option(command)
+    return command
+
+
 def data_dir(required: bool = False, help: str = "[default: the study's]"):
     return click.option("--data-dir", envvar="SEARCH_DATA_DIR", show_envvar=True, required=required,
                         help=help if not required else "TRAIN/<CLASS>/... (+ TEST/) or <CLASS>/... folders of images.")

@@ -264,9 +264,9 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
     handle = _handle(study_name, storage, tracking_uri)
     tracker = study_tracker(handle)
     if export_dir:
-        from search.results.inference import Predictor
+        from search.results.inference import check_destination
 
-        Predictor.check_destination(export_dir, force)
+        check_destination(export_dir, force)
     metric = metric or handle.settings.metric
     say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     say(f"choosing among the complete --cv trials of {study_name} on their out-of-fold predictions ...")

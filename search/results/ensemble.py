@@ -126,14 +126,9 @@ class EnsemblePredictor:
         return rows
 
     def save(self, folder: str | Path, force: bool = False) -> Path:
-        from search.results.inference import Predictor
+        from search.results.inference import fresh_folder
 
-        folder = Path(folder)
-        if Predictor.check_destination(folder, force):
-            import shutil
-
-            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = fresh_folder(folder, force)
         for i, m in enumerate(self.members):
             m.save(folder / f"member{i}")
         (folder / MANIFEST).write_text(json.dumps(

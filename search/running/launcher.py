@@ -197,6 +197,44 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker) -> int:
     return closed
 
 
+def repair_runs(study: optuna.Study, tracker: Tracker, settings: SearchSettings) -> list[int]:
+    """Finished trials that a tracking outage left without their record (found by the chaos
+    soak: MLflow logging stops at a trial's first error, so a trial that finished while the
+    server restarted had no run, or one without its metrics). Each gets a run holding its
+    parameters, its learning curve as Optuna kept it (when the run is new) and its final
+    metrics from the trial's record, closed with its state and tagged `bloodsearch.repaired`.
+    MLflow, not the trial, says what is missing, so running it again is safe."""
+    todo = [t for t in read_trials(study, states=(S.COMPLETE, S.PRUNED)) if t.tracking_error and t.config]
+    if not todo:
+        return []
+    runs = tracker.trial_runs(settings.study_name)
+    parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    intermediate = {t.number: t.intermediate_values for t in study.get_trials(deepcopy=False)}
+    repaired = []
+    for t in todo:
+        mine = runs.get(t.number, [])
+        if any(r.info.status in ("FINISHED", "KILLED") and "best_val_accuracy" in r.data.metrics for r in mine):
+            continue
+        if mine:
+            run_id, new = mine[0].info.run_id, False
+        else:
+            name = f"{settings.study_name}-{t.number}" + (f"-retry-of-{t.origin}" if t.retried else "")
+            run_id, new = tracker.start_trial(
+                settings.study_name, parent, name, {**t.config.flat(), **settings.mlflow_params(), "seed": t.seed},
+                {"optuna.study": settings.study_name, "optuna.trial": t.number, "optuna.origin_trial": t.origin}), True
+        if new:
+            for step, value in sorted(intermediate[t.number].items()):
+                tracker.log_metrics(run_id, {"val_accuracy": value}, step=step)
+        metrics = dict(t.fits[0].metrics()) if len(t.fits) == 1 else {}
+        if t.fits:
+            metrics["best_val_accuracy"] = sum(f.val_accuracy for f in t.fits) / len(t.fits)
+        tracker.log_metrics(run_id, metrics)
+        tracker.set_tags(run_id, {"bloodsearch.repaired": "after a tracking outage"})
+        tracker.end_trial(run_id, t.state.name)
+        repaired.append(t.number)
+    return repaired
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (docker stop, a batch scheduler): stops as cleanly as Ctrl-C, exits 143."""
 
@@ -219,6 +257,7 @@ class Launcher:
         self.procs: dict[int, subprocess.Popen] = {}
         self.spawned = 0
         self.tty = sys.stderr.isatty()
+        self.repaired: list[int] = []  # trials whose MLflow record this launch rebuilt
         self.last_line = ""
 
     def _spawn(self, timeout: float | None, trials_so_far: int) -> None:
@@ -311,7 +350,7 @@ class Launcher:
         finally:
             signal.signal(signal.SIGTERM, previous)
         snap = self._finish(study, tracker, parent, finished=snapshot(study).finished >= s.trials)
-        unrecorded = [t for t in read_trials(study) if t.tracking_error]
+        unrecorded = [t for t in read_trials(study) if t.tracking_error and t.number not in self.repaired]
         if unrecorded:
             print(f"warning: trial(s) {[t.number for t in unrecorded]} kept their results in Optuna but could not be "
                   f"recorded in MLflow ({unrecorded[-1].tracking_error})", file=sys.stderr)
@@ -381,6 +420,7 @@ class Launcher:
         if snap.best_value is not None:
             metrics.update(best_val_accuracy=snap.best_value, best_trial=snap.best_trial)
         try:
+            self.repaired = repair_runs(study, tracker, self.settings)
             reconcile_runs(study, tracker)
             tracker.end_parent(parent, finished, metrics)
         except Exception as exc:  # the study's results are safe in Optuna; say what MLflow missed

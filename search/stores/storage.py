@@ -9,8 +9,8 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import bindparam, create_engine, text
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from search.urls import redact, scrub
 from search.errors import SearchError
@@ -70,11 +70,59 @@ def _pool(url: str) -> dict:
     return {} if is_sqlite(url) else {"pool_size": 2, "max_overflow": 3}
 
 
+class OutageProofStorage(RDBStorage):
+    """Optuna's RDBStorage with two holes of its heartbeat closed (both found by the chaos
+    soak, benchmarks/chaos.py):
+
+    - Optuna's heartbeat thread ends at its first failed beat, so after a database restart a
+      trial still training beats no more and is failed as stale while it runs: here a failed
+      beat is logged and the next one tries again.
+    - A RUNNING trial that never recorded a heartbeat (its process died between ask() and its
+      first beat) is skipped by Optuna's stale check for ever, and the study waits for it:
+      here it is stale once this process has seen it without a heartbeat for the grace period
+      (timed by this process's own clock, so other machines' clocks do not matter).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._beatless_since: dict[int, float] = {}
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except STORAGE_ERRORS as exc:
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            log.warning("heartbeat of trial id %d not recorded, next try in %s s: %s", trial_id,
+                        self.heartbeat_interval, first[0][:200] if first else type(exc).__name__)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
+        running = {t._trial_id for t in self.get_all_trials(study_id, deepcopy=False,
+                                                            states=(optuna.trial.TrialState.RUNNING,))}
+        if not running:
+            self._beatless_since.clear()
+            return stale
+        with self.engine.connect() as conn:
+            beating = {row[0] for row in conn.execute(
+                text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+                    bindparam("ids", expanding=True)), {"ids": sorted(running)})}
+        now = time.monotonic()
+        for trial_id in list(self._beatless_since):
+            if trial_id not in running or trial_id in beating:
+                del self._beatless_since[trial_id]
+        for trial_id in sorted(running - beating):
+            first_seen = self._beatless_since.setdefault(trial_id, now)
+            if now - first_seen > grace and trial_id not in stale:
+                stale.append(trial_id)
+        return stale
+
+
 def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | None = None,
                  stale_callback=None) -> RDBStorage:
     """An RDBStorage with heartbeat: trials of a killed worker become FAIL and are retried once."""
     def make() -> RDBStorage:
-        return RDBStorage(
+        return OutageProofStorage(
             url,
             engine_kwargs={"connect_args": _connect_args(url), "pool_pre_ping": True, **_pool(url)},
             heartbeat_interval=heartbeat_interval,
@@ -90,6 +138,8 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | Non
                 if attempt == 4 or not _schema_race(exc):
                     raise
                 time.sleep(0.5 * (attempt + 1))  # let the winner finish creating the schema
+    except (OperationalError, InterfaceError):
+        raise  # unreachable right now (a restart): an outage callers ride out, not a usage error
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise SearchError(f"--storage {redact(url)}: {type(exc).__name__}: {scrub(str(exc).splitlines()[0], url)}") from None
 

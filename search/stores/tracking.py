@@ -211,6 +211,24 @@ class Tracker:
                                        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000)
         return [r.info.run_id for r in sorted((r for r in runs if tag in r.data.tags), key=lambda r: int(r.data.tags[tag]))]
 
+    def trial_runs(self, study_name: str) -> dict[int, list]:
+        """The study's trial runs (not seeds', folds' or the parent's) by trial number."""
+        exp = self.client.get_experiment_by_name(study_name)
+        out: dict[int, list] = {}
+        if exp is None:
+            return out
+        token = None
+        while True:
+            page = self.client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+            for r in page:
+                tags = r.data.tags
+                if (tags.get(PARENT_TAG) != "true" and "optuna.trial" in tags and "bloodsearch.repeat" not in tags
+                        and "bloodsearch.fold" not in tags and "bloodsearch.ensemble" not in tags):
+                    out.setdefault(int(tags["optuna.trial"]), []).append(r)
+            token = page.token
+            if not token:
+                return out
+
     def open_trial_runs(self, study_name: str) -> list[tuple[str, int]]:
         """(run id, trial number) of this study's trial runs that are still RUNNING."""
         exp = self.client.get_experiment_by_name(study_name)
