@@ -213,7 +213,13 @@ def test_bad_input_is_one_line_and_creates_nothing(work, args, message):
 
 def test_resume_unknown_study(work):
     done = run_search(work, "resume", "--study-name", "ghost")
-    assert done.returncode != 0 and "no study named 'ghost'" in done.stderr
+    # No storage here at all: said so, and none is created (readers never create stores).
+    assert done.returncode == 2 and "no such database" in done.stderr and not (work / "optuna.db").exists()
+    import optuna
+
+    optuna.create_study(study_name="other", storage=f"sqlite:///{work / 'optuna.db'}")
+    done = run_search(work, "resume", "--study-name", "ghost")
+    assert done.returncode == 2 and "no study named 'ghost'" in done.stderr
 
 
 def test_a_trial_with_unet_masks_end_to_end(work):

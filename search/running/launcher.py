@@ -173,6 +173,7 @@ VERBOSE_ENV = "BLOODSEARCH_VERBOSE"  # set by `search --verbose`: workers' outpu
 # TensorFlow's C++ start-up lines, printed before its log level applies; they say nothing
 # about the search, and would bury the progress line.
 NOISE = ("All log messages before absl::InitializeLog()", "cudart_stub.cc", "cpu_feature_guard.cc",
+         "oneDNN custom operations are on",
          "To enable the following instructions", "Could not find cuda drivers")
 
 
