@@ -154,7 +154,10 @@ def member_models(trial: TrialRecord, tracker) -> tuple[list, str]:
     if len(trial.fits) < 2:
         return [], ""
     kind = "fold" if trial.cv else "seed"
-    runs = tracker.child_runs(trial.run_id, f"bloodsearch.{kind}")
+    runs = tracker.child_runs(trial.run_id, "bloodsearch.fold" if trial.cv else "bloodsearch.repeat")
+    if len(runs) != len(trial.fits):
+        raise SearchError(f"trial {trial.number}: {len(trial.fits)} {kind} models recorded, {len(runs)} {kind} runs "
+                          f"found under MLflow run {trial.run_id}")
     models = []
     with tempfile.TemporaryDirectory(prefix="bloodsearch-members-") as tmp:
         for k, run_id in enumerate(runs):
