@@ -15,6 +15,8 @@ def quiet_libraries() -> None:
     """Library loggers at WARNING (MLflow's "Creating initial MLflow database tables",
     Optuna's "A new study created", ...), TensorFlow's C++ at errors only."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # MLflow sets its loggers' level when it is imported (later, in most commands), from this.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
