@@ -14,6 +14,8 @@ training throughput that implies (about 3x forward FLOPs per image). Variants:
   xla          model.compile(jit_compile=True)
   threads-1x2  inter_op 1, intra_op 2 (one op at a time, both cores inside it)
   threads-2x1  inter_op 2, intra_op 1
+  threads-1x1  inter_op 1, intra_op 1 (with --concurrent 2: one process per core, as
+               `search launch --workers 2 --threads 1` runs them)
   deterministic  tf.config.experimental.enable_op_determinism() (the cost of bit-reproducibility)
   bf16         mixed_bfloat16 policy (CPU bf16 support varies; accuracy must be re-checked)
   no-prefetch  the same pipeline without tf.data prefetch (what overlap buys)
@@ -33,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-VARIANTS = ("baseline", "xla", "threads-1x2", "threads-2x1", "deterministic", "bf16", "no-prefetch")
+VARIANTS = ("baseline", "xla", "threads-1x2", "threads-2x1", "threads-1x1", "deterministic", "bf16", "no-prefetch")
 
 
 def forward_flops(model, shape) -> int:
@@ -55,6 +57,9 @@ def child(args) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(2)
     elif args.variant == "threads-2x1":
         tf.config.threading.set_inter_op_parallelism_threads(2)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    elif args.variant == "threads-1x1":
+        tf.config.threading.set_inter_op_parallelism_threads(1)
         tf.config.threading.set_intra_op_parallelism_threads(1)
     elif args.variant == "deterministic":
         tf.config.experimental.enable_op_determinism()
@@ -115,6 +120,9 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1024, help="training images per timed epoch")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up epoch")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--concurrent", type=int, default=1,
+                   help="run this many copies of each variant at once and report their summed images/s "
+                        "(what several workers on one machine get)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -128,11 +136,19 @@ def main() -> None:
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             sys.exit(f"--variants: unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-        done = subprocess.run([sys.executable, __file__, *base, "--variant", variant], capture_output=True, text=True)
-        if done.returncode:
-            results[variant] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+        copies = [subprocess.Popen([sys.executable, __file__, *base, "--variant", variant], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True) for _ in range(args.concurrent)]
+        outputs = [(c, *c.communicate()) for c in copies]
+        failed = [err for c, _, err in outputs if c.returncode]
+        if failed:
+            results[variant] = {"error": failed[0].strip().splitlines()[-1] if failed[0].strip() else "failed"}
         else:
-            results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+            each = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outputs]
+            results[variant] = each[0]
+            if args.concurrent > 1:
+                results[variant] = {**each[0], "processes": args.concurrent,
+                                    "images_per_s_each": [e["images_per_s"] for e in each],
+                                    "images_per_s": round(sum(e["images_per_s"] for e in each), 1)}
         if "images_per_s" in results.get("baseline", {}) and "images_per_s" in results[variant]:
             results[variant]["vs_baseline"] = round(results[variant]["images_per_s"] / results["baseline"]["images_per_s"], 2)
         if not args.json:

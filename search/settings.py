@@ -20,7 +20,7 @@ DEFINING = {"study": "--study", "study_digest": "--study (the file's content dig
 # Free to change from one launch to the next; the change is said.
 CHANGEABLE = {"trials": "--trials", "workers": "--workers", "timeout": "--timeout", "sampler": "--sampler",
               "sampler_seed": "--sampler-seed", "pruner": "--pruner", "log_models": "--log-models",
-              "params": "--param", "trials_per_worker": "--trials-per-worker"}
+              "params": "--param", "trials_per_worker": "--trials-per-worker", "threads": "--threads"}
 PARENT_RUN_ATTR = "bloodsearch.parent_run_id"
 
 
@@ -52,6 +52,7 @@ class SearchSettings:
     cv: int = 0  # K >= 2: each trial trains K grouped folds of TRAIN; 0: one validation split
     metric: str = "accuracy"  # what the trial's value measures (search.metrics.METRICS)
     tta: str = "none"  # test-time augmentation of validation and out-of-fold predictions
+    threads: int | None = None  # TensorFlow threads per worker; None: TensorFlow's default (all cores)
 
     # Where the study lives is how it is found again, so it is not stored with it.
     _NOT_STORED = ("storage",)

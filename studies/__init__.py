@@ -1,7 +1,8 @@
 """Search spaces. A study is a module with `suggest(p: Params) -> TrialConfig`.
 
 Shipped: cnn, fcn (the study's spaces), seed-cnn, seed-fcn (its best fixed configurations), fast
-(a small modern net for a CPU budget).
+(a small modern net for a CPU budget), families (the study's FCN and the fast net in one
+narrowed space: the cross-validated campaign's).
 A user's own study is a path to a .py file with the same function.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Callable
 from .config import TrialConfig
 from .params import ParamError, Params
 
-SHIPPED = {"cnn": "cnn", "fcn": "fcn", "seed-cnn": "seed_cnn", "seed-fcn": "seed_fcn", "fast": "fast"}
+SHIPPED = {"cnn": "cnn", "fcn": "fcn", "seed-cnn": "seed_cnn", "seed-fcn": "seed_fcn", "fast": "fast",
+           "families": "families"}
 
 
 class StudyError(ValueError):

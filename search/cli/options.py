@@ -25,6 +25,9 @@ study_name = click.option("--study-name", required=True, help="The study, as lis
 trial = click.option("--trial", "trial_number", type=int, help="Trial number. [default: the best]")
 as_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 quiet = click.option("--quiet", is_flag=True, help="No progress line.")
+threads = click.option("--threads", type=click.IntRange(1),
+                       help="TensorFlow threads per worker (with --workers 2 on two cores: --threads 1). "
+                            "[default: TensorFlow's, all cores; resume/worker: the launch's]")
 tta = click.option("--tta", type=click.Choice(("none", "flip", "dihedral")), default="none", show_default=True,
                    help="Test-time augmentation: the mean of the probabilities over the image's flips "
                         "(dihedral: and 90-degree turns; square sizes).")

@@ -13,7 +13,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 
 @click.command()
 @click.option("--study", "study", default="fcn", show_default=True,
-              help="Search space: cnn, fcn, seed-cnn, seed-fcn, fast, or a path to your own .py study.")
+              help="Search space: cnn, fcn, seed-cnn, seed-fcn, fast, families, or a path to your own .py study.")
 @click.option("--trials", type=int, default=20, show_default=True,
               help="Finished trials (complete + pruned) the study should reach, across all launches.")
 @o.data_dir(required=True)
@@ -44,6 +44,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
                    "[default: --seed]")
 @click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Local worker processes.")
+@o.threads
 @o.params
 @click.option("--trials-per-worker", type=click.IntRange(1), default=5, show_default=True,
               help="A worker process is replaced after this many trials (frees TensorFlow memory).")
@@ -55,7 +56,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
               help="Seconds without heartbeat after which a trial is failed and retried once.")
 @o.quiet
 def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name, sampler, pruner, repeats, cv, metric,
-           tta, epochs, patience, seed, sampler_seed, timeout, workers, params, trials_per_worker, log_models,
+           tta, epochs, patience, seed, sampler_seed, timeout, workers, threads, params, trials_per_worker, log_models,
            val_fraction, heartbeat_interval, grace_period, quiet) -> None:
     """Start a study, or continue it until it has --trials finished trials."""
     from search.running.launcher import Launcher
@@ -74,7 +75,7 @@ def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name
         sampler=sampler, pruner=pruner or ("median" if repeats == 1 else "wilcoxon"), repeats=repeats, cv=cv,
         metric=metric, tta=tta,
         epochs=epochs, patience=patience, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers,
-        params=o.parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
+        threads=threads, params=o.parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
         val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     sys.exit(Launcher(settings, quiet=quiet).run())
 
@@ -91,14 +92,15 @@ def _stored_settings(study_name: str, storage: str, tracking_uri: str | None) ->
 @o.study_tracking_uri
 @click.option("--trials", type=int, help="A new target count. [default: the launch's]")
 @click.option("--workers", type=click.IntRange(1), help="[default: the launch's]")
+@o.threads
 @click.option("--timeout", type=float)
 @o.quiet
-def resume(study_name, storage, tracking_uri, trials, workers, timeout, quiet) -> None:
+def resume(study_name, storage, tracking_uri, trials, workers, threads, timeout, quiet) -> None:
     """Continue a study with the settings it was launched with."""
     from search.running.launcher import Launcher
 
     settings = _stored_settings(study_name, storage, tracking_uri)
-    for key, value in (("trials", trials), ("workers", workers), ("timeout", timeout)):
+    for key, value in (("trials", trials), ("workers", workers), ("threads", threads), ("timeout", timeout)):
         if value is not None:
             setattr(settings, key, value)
     sys.exit(Launcher(settings, quiet=quiet, create=False).run())
@@ -114,16 +116,18 @@ def resume(study_name, storage, tracking_uri, trials, workers, timeout, quiet) -
 @click.option("--grace-period", type=click.IntRange(2))
 @click.option("--timeout", type=float, help="Stop starting trials after this many seconds. [default: none; the "
                                             "launch's --timeout is the launch's own]")
+@o.threads
 @o.quiet
 def worker(study_name, storage, tracking_uri, data_dir, cache_dir, heartbeat_interval, grace_period, timeout,
-           quiet) -> None:
+           threads, quiet) -> None:
     """Join an existing study (from any machine) and work until it has its trial count."""
     from search.running.launcher import Launcher
 
     settings = _stored_settings(study_name, storage, tracking_uri)
     settings.timeout = timeout
     for key, value in (("data_dir", data_dir), ("cache_dir", cache_dir),
-                       ("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
+                       ("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period),
+                       ("threads", threads)):
         if value is not None:
             setattr(settings, key, value)
     settings.workers = 1

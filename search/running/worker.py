@@ -145,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model
     # On stdin, not argv: the storage URL may hold a password, and argv is public (ps).
     settings = SearchSettings.from_payload(sys.stdin.readline())
+    if settings.threads:
+        # Before any op runs: TensorFlow fixes its thread pools at first use.
+        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(settings.threads)
     try:
         return run_worker(settings, args.max_trials, args.timeout, args.sampler_seed)
     except SearchError as exc:
