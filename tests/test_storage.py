@@ -86,3 +86,29 @@ def test_a_running_trial_that_never_beat_is_failed_after_the_grace_period(tmp_pa
         optuna.storages.fail_stale_trials(study)
         time.sleep(0.5)
     assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
+
+
+def _open_tracking(uri, barrier, results):
+    from search.stores.tracking import Tracker
+
+    barrier.wait()
+    try:
+        Tracker(uri).experiment_id("s")
+        results.put("ok")
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def test_launches_opening_a_new_tracking_store_together_all_succeed(tmp_path):
+    """Seen starting two campaign studies at once: both migrated the new mlflow.db and one
+    died with "duplicate column name: step"."""
+    ctx = mp.get_context("spawn")
+    uri, n = f"sqlite:///{tmp_path / 'mlflow.db'}", 3
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_tracking, args=(uri, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert outcomes == ["ok"] * n

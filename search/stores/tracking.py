@@ -6,6 +6,8 @@ worker's run that must be closed FAILED.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import time
@@ -71,12 +73,30 @@ def check_tracking(uri: str, timeout: float = 5.0, must_exist: bool = False) -> 
         raise SearchError(f"--tracking-uri {redact(uri)}: folder {path.parent} does not exist or is not writable")
 
 
+@contextlib.contextmanager
+def _first_open_lock(uri: str):
+    """MLflow creates and migrates a SQLite store when a client first opens it; two launches
+    started together on a new store both migrated it and one died ("duplicate column name:
+    step", seen on this machine). Opening is serialised on a lock file beside the store."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.split(":///", 1)[-1]).expanduser()
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Tracker:
     def __init__(self, uri: str) -> None:
         from mlflow import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with _first_open_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri)
 
     # --- study level -------------------------------------------------------------------
     def experiment_id(self, study_name: str) -> str:
