@@ -96,6 +96,16 @@ def test_predict_export_round_trip_and_bad_files(study_dir):
     assert csv[0].startswith("file,class,EOSINOPHIL") and len(csv) == 2
     client, _, _ = mlflow_runs(study_dir, "seed-fcn")
     assert client.get_registered_model("tiny").name == "tiny"
+    # The registered version is an MLflow model that takes the files themselves (issue 16).
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{study_dir / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/tiny/1").predict(pd.DataFrame({"image": args}))
+    assert list(served["class"][:-1]) == [r["class"] for r in rows[:-1]] and served["error"].iloc[-1]
+    for row, (_, got) in zip(rows[:-1], served.iterrows()):
+        assert got[list(row["probabilities"])].astype(float).tolist() == pytest.approx(list(row["probabilities"].values()),
+                                                                                       abs=1e-6)
 
 
 def test_predict_matches_the_cached_pipeline(study_dir):

@@ -84,22 +84,58 @@ def predict(paths, study_name, storage, trial_number, tracking_uri, cache_dir, m
 
 @click.command()
 @o.a_trial
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--register", "register_name", help="Also register it in the MLflow model registry under this name.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--log-model", is_flag=True,
+              help="Log it to the trial's run as an MLflow model (a pyfunc that takes raw images).")
+@o.register
+@o.alias
 @click.option("--force", is_flag=True, help="Replace --out whole if it exists and is not empty.")
 @o.tta
-def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, register_name, force, tta) -> None:
-    """A trial's model (a --cv trial's bag of fold models) and preprocessing as a folder that
-    `search predict --model DIR` accepts; with --tta the saved model applies it itself."""
+def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, log_model, register_name, alias, force,
+           tta) -> None:
+    """A trial's model (a --cv trial's bag of fold models) with its preprocessing: a folder
+    that `search predict --model DIR` accepts (--out), and/or an MLflow model logged to the
+    trial's run (--log-model) and registered (--register NAME [--alias champion]); with --tta
+    the model applies it itself."""
     from search.results.inference import check_destination
 
-    check_destination(out, force)  # before minutes of downloading
-    _, trial, tracker, predictor = _trial_predictor(study_name, storage, trial_number, tracking_uri, cache_dir, tta)
-    folder = predictor.save(out, force=force)
-    click.echo(f"exported trial {trial.number} of {study_name} ({predictor.info['model']}) to {folder}")
+    if not (out or log_model or register_name):
+        raise SearchError("say where to: --out DIR, --log-model or --register NAME")
+    if alias and not register_name:
+        raise SearchError("--alias goes with --register")
+    if out:
+        check_destination(out, force)  # before minutes of downloading
+    handle, trial, tracker, predictor = _trial_predictor(study_name, storage, trial_number, tracking_uri, cache_dir,
+                                                         tta)
+    if out:
+        folder = predictor.save(out, force=force)
+        click.echo(f"exported trial {trial.number} of {study_name} ({predictor.info['model']}) to {folder}")
+    if log_model or register_name:
+        _log_and_register(tracker, trial.run_id, predictor, f"{study_name}-{trial.number}", handle.settings.data_dir,
+                          register_name, alias, {"optuna.study": study_name, "optuna.trial": trial.number,
+                                                 "bloodsearch.tta": tta})
+
+
+def _log_and_register(tracker, run_id, predictor, name, data_dir, register_name, alias, tags, echo=click.echo) -> dict:
+    """Log predictor as an MLflow model of run_id; register it (and its alias) when asked."""
+    from search.results.mlflow_model import first_image, log_model
+
+    try:
+        logged = log_model(tracker, run_id, predictor, name, first_image(data_dir), tags=tags)
+    except SearchError:
+        raise
+    except Exception as exc:
+        from search.stores.tracking import _one_line
+
+        raise SearchError(f"cannot log the MLflow model to run {run_id}: {type(exc).__name__}: {_one_line(exc)}") from None
+    out = {"model_id": logged.model_id, "model_uri": logged.uri, "run_id": run_id}
+    echo(f"logged MLflow model {logged.uri} to run {run_id}")
     if register_name:
-        version = tracker.register(trial.run_id, folder, register_name)
-        click.echo(f"registered as model {register_name!r} version {version}")
+        version = tracker.register(logged.model_id, register_name, run_id, alias)
+        out["registered"] = {"name": register_name, "version": version, "alias": alias}
+        echo(f"registered as model {register_name!r} version {version}"
+             + (f", alias {alias!r}: models:/{register_name}@{alias}" if alias else f": models:/{register_name}/{version}"))
+    return out
 
 
 @click.command()

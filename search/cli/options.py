@@ -31,6 +31,10 @@ threads = click.option("--threads", type=click.IntRange(1),
 tta = click.option("--tta", type=click.Choice(("none", "flip", "dihedral")), default="none", show_default=True,
                    help="Test-time augmentation: the mean of the probabilities over the image's flips "
                         "(dihedral: and 90-degree turns; square sizes).")
+register = click.option("--register", "register_name", metavar="NAME",
+                        help="Log it as an MLflow model and register that as a new version of model NAME.")
+alias = click.option("--alias", metavar="ALIAS",
+                     help="With --register: point this alias at the new version (models:/NAME@ALIAS), e.g. champion.")
 params = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                       help="Fix a search-space parameter, e.g. --param size=60x80 (repeatable).")
 

@@ -247,10 +247,11 @@ def ui(storage, tracking_uri, port, dashboard_port) -> None:
 @click.option("--export", "export_dir", type=click.Path(file_okay=False),
               help="Write it as one model folder for `search predict --model`.")
 @click.option("--force", is_flag=True, help="With --export: replace a non-empty folder whole.")
-@click.option("--register", "register_name", help="With --export: register it in the MLflow model registry.")
+@o.register
+@o.alias
 @o.as_json
 def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on_test, export_dir, force,
-             register_name, as_json) -> None:
+             register_name, alias, as_json) -> None:
     """Greedy ensemble selection (Caruana et al. 2004) over the study's --cv trials, chosen on
     out-of-fold predictions only; members are the trials' fold bags."""
     from search.results import ensemble as ens
@@ -259,8 +260,8 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
     from search.results.study import study_tracker
     from search.settings import PARENT_RUN_ATTR
 
-    if register_name and not export_dir:
-        raise SearchError("--register goes with --export")
+    if alias and not register_name:
+        raise SearchError("--alias goes with --register")
     handle = _handle(study_name, storage, tracking_uri)
     tracker = study_tracker(handle)
     if export_dir:
@@ -280,7 +281,7 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
         click.echo(f"out-of-fold: ensemble accuracy {e['accuracy']:.4f}, log-loss {e['log-loss']:.4f}, per-cell "
                    f"{e['cell-accuracy']:.4f} | best single trial ({selection.best_single}) accuracy "
                    f"{b['accuracy']:.4f}, log-loss {b['log-loss']:.4f}, per-cell {b['cell-accuracy']:.4f}")
-    if on_test or export_dir:
+    if on_test or export_dir or register_name:
         say("loading the members' fold bags ...")
         predictor = ens.build(handle, selection, tracker, cache_dir, tta)
         if on_test:
@@ -299,12 +300,17 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
             out["export"] = str(folder)
             if not as_json:
                 click.echo(f"exported the ensemble to {folder}")
-            if register_name:
-                run_id = out.get("evaluation", {}).get("run_id") or handle.study.user_attrs[PARENT_RUN_ATTR]
-                version = tracker.register(run_id, folder, register_name)
-                out["registered"] = {"name": register_name, "version": version}
-                if not as_json:
-                    click.echo(f"registered as model {register_name!r} version {version}")
+        if register_name:
+            from search.cli.models import _log_and_register
+
+            # The MLflow model goes to the ensemble's evaluation run, else the study's parent run.
+            run_id = out.get("evaluation", {}).get("run_id") or handle.study.user_attrs[PARENT_RUN_ATTR]
+            out["mlflow"] = _log_and_register(tracker, run_id, predictor, f"{study_name}-ensemble",
+                                              handle.settings.data_dir, register_name, alias,
+                                              {"optuna.study": study_name, "bloodsearch.ensemble": "true",
+                                               "bloodsearch.tta": tta},
+                                              echo=(lambda line: None) if as_json else click.echo)
+            out["registered"] = out["mlflow"]["registered"]
     if as_json:
         click.echo(dumps(out))
 

@@ -2,6 +2,7 @@
 folder: predict classes for image files, or save it as a self-contained folder."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -61,13 +62,15 @@ class Predictor:
                                                    "info": self.info or {}}, indent=1))
         return folder
 
-    def _decode(self, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-        """The model's input for one file, plus its gray version when a U-Net masks it."""
+    def _decode(self, path: Path | bytes) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model's input for one file (or one encoded image's bytes), plus its gray
+        version when a U-Net masks it."""
         pre = self.config.preprocess
+        source = (lambda: io.BytesIO(path)) if isinstance(path, (bytes, bytearray)) else (lambda: path)
         if pre.mask != "unet":
-            return load_image(path, pre), None
-        image = load_image(path, replace(pre, mask="none"))
-        gray = image if pre.color == "gray" else load_image(path, replace(pre, color="gray", mask="none"))
+            return load_image(source(), pre), None
+        image = load_image(source(), replace(pre, mask="none"))
+        gray = image if pre.color == "gray" else load_image(source(), replace(pre, color="gray", mask="none"))
         return image, gray
 
     def model_input(self, path: Path) -> np.ndarray:
@@ -79,21 +82,25 @@ class Predictor:
 
         return apply_unet(self.unet, image[None], gray[None])[0]
 
-    def predict(self, paths: list[Path], batch: int = 64) -> list[dict]:
-        """One row per file, in order: class and probabilities, or the error that kept it out
-        (a bad file is reported, never fatal). Streams `batch` files at a time."""
+    def predict(self, paths: list[Path | bytes], batch: int = 64) -> list[dict]:
+        """One row per file (or encoded image as bytes: the MLflow model's input), in order:
+        class and probabilities, or the error that kept it out (a bad file is reported, never
+        fatal). Streams `batch` files at a time."""
         rows: list[dict] = []
         for start in range(0, len(paths), batch):
             decoded, chunk_rows = [], []
             for path in paths[start:start + batch]:
-                if not path.exists():
-                    chunk_rows.append({"file": str(path), "error": "no such file or folder"})
+                encoded = isinstance(path, (bytes, bytearray))
+                name = f"<{len(path)} bytes>" if encoded else str(path)
+                if not encoded and not path.exists():
+                    chunk_rows.append({"file": name, "error": "no such file or folder"})
                     continue
                 try:
                     decoded.append(self._decode(path))
-                    chunk_rows.append({"file": str(path)})
+                    chunk_rows.append({"file": name})
                 except UnreadableImage as exc:
-                    chunk_rows.append({"file": str(path), "error": str(exc).split(": ", 1)[-1]})
+                    reason = str(exc).split(": ", 1)[-1]
+                    chunk_rows.append({"file": name, "error": "not a readable image" if encoded else reason})
             if decoded:
                 images = np.stack([d[0] for d in decoded])
                 if self.unet is not None:

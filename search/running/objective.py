@@ -161,6 +161,9 @@ class Objective:
                     {**config.flat(), "seed": unit_seed, tag.split(".")[1]: index},
                     {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.origin_trial": origin,
                      tag: index})
+                unit_run.log_split(data.cache.image_set, data.split.report)  # lineage: what it saw
+                if nested and (fold is not None or index == 0):
+                    run.log_split(data.cache.image_set, data.split.report)
                 callbacks = [LogEpochs(unit_run, recorder)]
                 if epoch_pruning:
                     callbacks.append(PruneOnEpochs(trial, index * s.epochs, signal))
@@ -202,7 +205,28 @@ class Objective:
                 if nested:
                     for index, unit_run in enumerate(unit_runs):
                         unit_run.log_artifacts(Path(held) / str(index))
+                # The trial's model as an MLflow model that takes raw images (what predict serves).
+                run.log_model(lambda: self._predictor(config, data, Path(held), len(units), name), name,
+                              data.cache.image_set.path(int(data.split.val[0])))
         return value
+
+    def _predictor(self, config: TrialConfig, data, held: Path, count: int, name: str):
+        """The trial's model as `search predict` serves it: a --cv trial's bag of fold models,
+        else its (first) model; with the study's test-time augmentation and U-Net."""
+        from models import load_model
+        from models.combine import averaged, with_tta
+        from search.results.inference import Predictor
+
+        files = [held / str(k) / "model" / "model.keras" for k in range(count if self.settings.cv >= 2 else 1)]
+        model = averaged([load_model(f) for f in files]) if len(files) > 1 else load_model(files[0])
+        if self.settings.tta != "none":
+            model = with_tta(model, self.settings.tta)
+        unet = None
+        if data.unet:
+            from search.running.unet import unet_by_digest
+
+            unet = load_model(unet_by_digest(data.unet, self.settings.cache_dir, self.tracker).model_dir / "model.keras")
+        return Predictor(model, config, list(data.classes), unet, {"run": name, "tta": self.settings.tta})
 
     def _log_artifacts(self, trial: optuna.Trial, config: TrialConfig, data, result, seed: int, run: TrialRun,
                        model_dir: Path | None = None) -> float | None:

@@ -21,6 +21,9 @@ from search.errors import SearchError
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 PARENT_TAG = "bloodsearch.parent"
 UNET_TAG = "bloodsearch.unet_digest"
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces): ours
+# are model training, so they open on their runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 log = logging.getLogger("bloodsearch.tracking")
 
@@ -104,9 +107,12 @@ class Tracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if EXPERIMENT_KIND[0] not in exp.tags:  # made before experiments were marked
+                self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
             return exp.experiment_id
         try:
-            return self.client.create_experiment(study_name, tags={"bloodsearch.study": study_name})
+            return self.client.create_experiment(study_name, tags={"bloodsearch.study": study_name,
+                                                                   EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]})
         except Exception:  # another process created it between our two calls
             exp = self.client.get_experiment_by_name(study_name)
             if exp is None:
@@ -199,15 +205,38 @@ class Tracker:
         self.log_metrics(run_id, metrics)
         self.log_artifacts(run_id, folder, path)
 
-    def register(self, run_id: str, folder: str | Path, name: str) -> str:
-        """Log an exported model folder to the run and register it as a model version."""
-        self.log_artifacts(run_id, folder, "export")
+    def log_split(self, run_id: str, image_set, report: dict) -> None:
+        """The run's data, MLflow's way: its training and validation sides (of one fold with
+        --cv) as run inputs with context training / validation (search.stores.lineage)."""
+        from search.stores.lineage import split_inputs
+
+        self.client.log_inputs(run_id, datasets=split_inputs(image_set, report))
+
+    def register(self, model_id: str, name: str, run_id: str | None = None, alias: str | None = None) -> str:
+        """Register a logged MLflow model (models:/<model_id>) as a new version of model
+        `name`, created if it does not exist; `alias` then points at that version
+        (models:/NAME@alias). Any other failure is a one-line error."""
+        from mlflow.exceptions import MlflowException
+
         try:
             self.client.create_registered_model(name)
-        except Exception:  # already registered: add a version
-            pass
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/export"
-        return self.client.create_model_version(name, source, run_id=run_id).version
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise SearchError(f"--register {name}: {_one_line(exc)}") from None
+        except Exception as exc:
+            raise SearchError(f"--register {name}: {_one_line(exc)}") from None
+        try:
+            version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                                       model_id=model_id).version
+        except Exception as exc:
+            raise SearchError(f"--register {name}: cannot add a version: {_one_line(exc)}") from None
+        if alias:
+            try:
+                self.client.set_registered_model_alias(name, alias, version)
+            except Exception as exc:
+                raise SearchError(f"--alias {alias}: version {version} of {name} is registered, but the alias "
+                                  f"could not be set: {_one_line(exc)}") from None
+        return str(version)
 
     def end_trial(self, run_id: str, state: str) -> None:
         self.set_tags(run_id, {"optuna.state": state})
@@ -299,12 +328,35 @@ class TrialRun:
         if self.run_id:
             self._call(self.tracker.log_table, self.run_id, columns, artifact_file)
 
+    def log_split(self, image_set, report: dict) -> None:
+        if self.run_id:
+            self._call(self.tracker.log_split, self.run_id, image_set, report)
+
+    def log_model(self, make_predictor, name: str, example_image=None) -> str | None:
+        """The trial's MLflow model (search.results.mlflow_model), from make_predictor();
+        its model id, or None when tracking failed."""
+        from search.results.mlflow_model import log_model
+
+        if not self.run_id:
+            return None
+        logged = self._call(lambda: log_model(self.tracker, self.run_id, make_predictor(), name, example_image,
+                                              validate=False))
+        return logged.model_id if logged else None
+
     def end(self, state: str) -> None:
         if self.run_id:
             # Try to close the run even after an earlier failure: the server may be back.
             error, self.error = self.error, None
             self._call(self.tracker.end_trial, self.run_id, state)
             self.error = error or self.error
+
+
+def _one_line(exc: Exception) -> str:
+    from mlflow.exceptions import MlflowException
+
+    text = exc.message if isinstance(exc, MlflowException) else str(exc)
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _params(params: dict[str, Any]):
