@@ -138,7 +138,9 @@ def test_report_writes_pictures_and_logs_them(study_dir):
 
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                     reason="needs Debian's chromium and chromium-driver (installed by .ci/run)")
-def test_mlflow_ui_shows_the_studys_runs_in_a_browser(study_dir):
+def test_the_uis_show_the_study_and_its_trials_in_a_browser(study_dir):
+    """`search ui`: the study's link opens MLflow's UI on its training runs (not MLflow 3's
+    GenAI overview), and optuna-dashboard beside it shows the study and its trials."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -146,29 +148,46 @@ def test_mlflow_ui_shows_the_studys_runs_in_a_browser(study_dir):
 
     from search.testing import free_port
 
-    port = free_port()
-    proc = subprocess.Popen(search_cmd("ui", "--port", str(port), "--dashboard-port", str(free_port())),
+    port, dashboard_port = free_port(), free_port()
+    proc = subprocess.Popen(search_cmd("ui", "--port", str(port), "--dashboard-port", str(dashboard_port)),
                             cwd=study_dir, env=env_for(study_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
-        line = wait_for(lambda: _read_until(proc, "MLflow UI:"), 120, "search ui to print its URL")
-        url = line.split("MLflow UI:", 1)[1].strip()
-        assert url == f"http://127.0.0.1:{port}"
+        lines = []
+        wait_for(lambda: _read_until(proc, "Ctrl-C to stop", lines), 180, "search ui to print its URLs")
+        ui = next(line for line in lines if line.startswith("MLflow UI:")).split("MLflow UI:", 1)[1].strip()
+        assert ui == f"http://127.0.0.1:{port}"
+        links = [line.strip().split(": ", 1)[1] for line in lines if line.strip().startswith("study seed-fcn:")]
         client, _, children = mlflow_runs(study_dir, "seed-fcn")
         exp_id = children[0].info.experiment_id
+        assert client.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+        assert links[0] == f"{ui}/#/experiments/{exp_id}?workflowType=machine_learning"
+        study = load(study_dir, "seed-fcn")
+        assert links[1] == f"http://127.0.0.1:{dashboard_port}/dashboard/studies/{study._study_id}"
         options = webdriver.ChromeOptions()
         options.binary_location = shutil.which("chromium")
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
             options.add_argument(arg)
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
         try:
-            driver.get(f"{url}/#/experiments/{exp_id}/runs")
+            driver.get(links[0])  # the experiment's own link, as `search ui` prints it
+            WebDriverWait(driver, 90).until(lambda d: "/runs" in d.current_url)
             # Trial runs are nested under the study's parent run: expand it, as a user would.
             expander = "//button[contains(@data-component-id, 'runnamecellrenderer')]"
             WebDriverWait(driver, 90).until(lambda d: d.find_elements(By.XPATH, expander))
+            assert "No data available" not in driver.page_source  # not the GenAI overview
             driver.find_elements(By.XPATH, expander)[0].click()
             WebDriverWait(driver, 60).until(lambda d: "seed-fcn-0" in d.page_source and "seed-fcn-1" in d.page_source)
             driver.save_screenshot(str(study_dir / "mlflow-ui.png"))
+
+            driver.get(links[1])  # optuna-dashboard: the study, its history, its best trial
+            best = f"Best Trial (number={study.best_trial.number})"
+            WebDriverWait(driver, 90).until(lambda d: "seed-fcn" in d.find_element(By.TAG_NAME, "body").text
+                                            and best in d.find_element(By.TAG_NAME, "body").text)
+            driver.get(f"{links[1]}/trials")
+            WebDriverWait(driver, 60).until(lambda d: all(f"Trial {t.number}" in d.find_element(By.TAG_NAME, "body").text
+                                                          for t in study.trials))
+            driver.save_screenshot(str(study_dir / "optuna-dashboard.png"))
         finally:
             driver.quit()
     finally:
@@ -176,11 +195,12 @@ def test_mlflow_ui_shows_the_studys_runs_in_a_browser(study_dir):
         assert proc.wait(timeout=30) == 0
 
 
-def _read_until(proc, marker):
+def _read_until(proc, marker, lines):
     line = proc.stdout.readline()
     if not line and proc.poll() is not None:
-        raise AssertionError(f"search ui exited with {proc.returncode}")
-    return line if marker in line else None
+        raise AssertionError(f"search ui exited with {proc.returncode}: {lines}")
+    lines.append(line.rstrip("\n"))
+    return marker in line
 
 
 def test_featuremaps_command_writes_and_logs(study_dir):

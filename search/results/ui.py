@@ -75,6 +75,12 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
             urls.append("optuna-dashboard: not installed (pip install optuna-dashboard)")
         for line in urls:
             print(line, flush=True)
+            if line.startswith("MLflow UI") and "://" in line:
+                for link in study_runs_links(tracking_uri, line.rsplit(" ", 1)[-1]):
+                    print(f"  {link}", flush=True)
+            elif line.startswith("optuna-dashboard: http"):
+                for link in dashboard_links(storage, line.rsplit(" ", 1)[-1]):
+                    print(f"  {link}", flush=True)
         print("Ctrl-C to stop.", flush=True)
         while procs and all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -98,6 +104,42 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
             except subprocess.TimeoutExpired:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
+
+
+# MLflow 3's UI opens an experiment in its GenAI view (traces) unless the link, or the switch
+# "GenAI | Model training" at its top, says model training: the study's link says it.
+RUNS_VIEW = "?workflowType=machine_learning"
+MAX_LINKS = 20
+
+
+def study_runs_links(tracking_uri: str, base: str) -> list[str]:
+    """`study NAME: <the study's experiment, opened on its training runs>` for each study in
+    the tracking store (best effort: a store that cannot be listed gives no links)."""
+    try:
+        from mlflow import MlflowClient
+
+        experiments = [e for e in MlflowClient(tracking_uri).search_experiments(max_results=1000)
+                       if "bloodsearch.study" in e.tags]
+    except Exception:
+        return []
+    lines = [f"study {e.name}: {base.rstrip('/')}/#/experiments/{e.experiment_id}{RUNS_VIEW}"
+             for e in sorted(experiments, key=lambda e: e.name)]
+    return lines[:MAX_LINKS] + ([f"... and {len(lines) - MAX_LINKS} more"] if len(lines) > MAX_LINKS else [])
+
+
+def dashboard_links(storage: str, base: str) -> list[str]:
+    """`study NAME: <its optuna-dashboard page>` for each study in the storage (best effort)."""
+    try:
+        from optuna.storages import RDBStorage
+
+        from search.stores.storage import study_names
+
+        rdb = RDBStorage(storage)
+        names = sorted(study_names(rdb))
+        lines = [f"study {n}: {base.rstrip('/')}/dashboard/studies/{rdb.get_study_id_from_name(n)}" for n in names]
+    except Exception:
+        return []
+    return lines[:MAX_LINKS] + ([f"... and {len(lines) - MAX_LINKS} more"] if len(lines) > MAX_LINKS else [])
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
