@@ -122,6 +122,9 @@ def test_three_workers_reach_exactly_the_target(work, storage, tracking):
         run = by_trial[t.number]
         assert run.data.metrics["best_val_accuracy"] == pytest.approx(t.value)
         assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) >= 1
+        # Through the tracking server too: the trial's MLflow model and the data it saw.
+        assert run.outputs.model_outputs and len(run.inputs.dataset_inputs) == 2
+        assert "tracking_error" not in t.user_attrs
 
 
 def test_kill_minus_9_one_worker_mid_trial(work, storage, tracking):
