@@ -68,3 +68,9 @@ def scores(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> dict
 def objective(metric_values: dict[str, float], metric: str) -> float:
     """The value Optuna maximises for `metric`: log-loss is negated."""
     return -metric_values["log-loss"] if metric == "log-loss" else metric_values[metric]
+
+
+def value_name(metric: str, cv: int = 0) -> str:
+    """What a study's trial value is, for people: e.g. "-log-loss (mean of 3 folds)"."""
+    name = {"accuracy": "val_accuracy", "log-loss": "-val_log_loss", "cell-accuracy": "val_cell_accuracy"}[metric]
+    return f"{name} (mean of {cv} folds)" if cv >= 2 else name

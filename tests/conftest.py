@@ -40,3 +40,16 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog):
     caplog.set_level(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI to this process's environment;
+    left there, the next test's commands (and the CLI's --tracking-uri default) would use
+    the store of the test that set it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

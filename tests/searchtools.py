@@ -17,8 +17,15 @@ FAST = ["--epochs", "3", "--patience", "3", "--param", "size=24x32", "--param", 
         "--param", "batch_size=16", "--param", "color=rgb", "--param", "mask=none"]
 
 
+# Where a command finds its stores when no option says: never inherited from the test process,
+# where an in-process mlflow.set_tracking_uri (which exports MLFLOW_TRACKING_URI) of one test
+# would send the next test's launches to the first test's store.
+STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "SEARCH_TRACKING_URI", "SEARCH_STORAGE")
+
+
 def env_for(workdir: Path) -> dict:
-    return {**os.environ, "BLOODSEARCH_CACHE_DIR": str(workdir / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
+    inherited = {k: v for k, v in os.environ.items() if k not in STORE_VARIABLES}
+    return {**inherited, "BLOODSEARCH_CACHE_DIR": str(workdir / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
             "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 

@@ -30,7 +30,10 @@ def status(study_name, storage, as_json) -> None:
     from search.results.study import status as study_status
     from search.running.progress import duration
 
-    st = study_status(_handle(study_name, storage))
+    from search.metrics import value_name
+
+    handle = _handle(study_name, storage)
+    st = study_status(handle)
     if as_json:
         click.echo(dumps(st.to_dict()))
         return
@@ -41,7 +44,7 @@ def status(study_name, storage, as_json) -> None:
     best = f"{s.best_value:.4f} (trial {s.best_trial})" if s.best_value is not None else "-"
     rate = f"{st.finished_per_hour}/h" if st.finished_per_hour else "-"
     eta = duration(st.eta_s) if st.eta_s is not None else "?"
-    click.echo(f"best val_accuracy {best} | finished per hour {rate} (last hour: {st.finished_last_hour}) | eta {eta}")
+    click.echo(f"best {value_name(handle.settings.metric, handle.settings.cv)} {best} | finished per hour {rate} (last hour: {st.finished_last_hour}) | eta {eta}")
     for r in st.running:
         click.echo(f"  running: trial {r.trial} on {r.host} pid {r.pid}, epoch {r.epoch}, "
                    f"{duration(r.elapsed_s)} elapsed")
