@@ -78,3 +78,15 @@ def mlflow_runs(workdir: Path, experiment: str):
     parents = [r for r in runs if r.data.tags.get("bloodsearch.parent") == "true"]
     children = [r for r in runs if r.data.tags.get("bloodsearch.parent") != "true"]
     return client, parents, children
+
+
+def launched_study(tmp_path_factory, name: str, launch_args: list[str], trials: int = 2, **dataset) -> Path:
+    """A folder with a synthetic data set (make_split_dataset's **dataset) and a study
+    launched on it with `launch_args`: what a module of end-to-end tests shares."""
+    from preprocessing.synthetic import make_split_dataset
+
+    work = tmp_path_factory.mktemp(name)
+    make_split_dataset(work / "data", **dataset)
+    done = run_search(work, "launch", *launch_args, "--trials", str(trials), "--data-dir", "data")
+    assert done.returncode == 0, done.stderr
+    return work

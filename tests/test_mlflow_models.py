@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from preprocessing.synthetic import make_split_dataset
-from searchtools import ROOT, env_for, load, mlflow_runs, run_search, wait_for
+from searchtools import ROOT, env_for, launched_study, load, mlflow_runs, run_search, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow-models")]  # one study, built once
 STUDY = "seed-fcn"
@@ -27,11 +26,7 @@ SAMPLE = ROOT / "sample" / "blood-cells" / "TEST"
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("mlflow-models")
-    make_split_dataset(work / "data", cells_per_class=4, copies=3, test_cells=1)
-    done = run_search(work, "launch", *TINY, "--trials", "2", "--data-dir", "data")
-    assert done.returncode == 0, done.stderr
-    return work
+    return launched_study(tmp_path_factory, "mlflow-models", TINY, cells_per_class=4, copies=3, test_cells=1)
 
 
 def _images(study_dir: Path) -> list[Path]:

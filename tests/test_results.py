@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchtools import env_for, load, mlflow_runs, run_search, search_cmd, wait_for
+from searchtools import env_for, launched_study, load, mlflow_runs, run_search, search_cmd, wait_for
 from search.results.evaluation import cell_votes, study_row
-from preprocessing.synthetic import make_split_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results")]  # one study, built once
 TINY = ["--study", "seed-fcn", "--param", "size=24x32", "--param", "width=0.25", "--param", "batch_size=16",
@@ -36,11 +35,7 @@ def test_cell_vote_on_a_hand_built_case():
 
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("results")
-    make_split_dataset(work / "data", cells_per_class=6, copies=3, test_cells=2)
-    done = run_search(work, "launch", *TINY, "--trials", "2", "--data-dir", "data")
-    assert done.returncode == 0, done.stderr
-    return work
+    return launched_study(tmp_path_factory, "results", TINY, cells_per_class=6, copies=3, test_cells=2)
 
 
 def test_status_and_best(study_dir):

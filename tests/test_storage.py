@@ -32,18 +32,22 @@ def _open(url, barrier, results):
         results.put(f"{type(exc).__name__}: {exc}")
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_launches_opening_a_new_storage_together_all_succeed(tmp_path, attempt):
+def _together(target, url: str, n: int) -> list[str]:
+    """What n processes released at one moment to open `url` say: "ok" or their error."""
     ctx = mp.get_context("spawn")  # fork from a threaded pytest can deadlock
-    url, n = f"sqlite:///{tmp_path / 'optuna.db'}", 4
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_open, args=(url, barrier, results)) for _ in range(n)]
+    procs = [ctx.Process(target=target, args=(url, barrier, results)) for _ in range(n)]
     for p in procs:
         p.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
+    outcomes = [results.get(timeout=300) for _ in procs]
     for p in procs:
         p.join(timeout=60)
-    assert outcomes == ["ok"] * n
+    return outcomes
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_launches_opening_a_new_storage_together_all_succeed(tmp_path, attempt):
+    assert _together(_open, f"sqlite:///{tmp_path / 'optuna.db'}", 4) == ["ok"] * 4
 
 
 def test_a_database_that_is_down_is_an_outage_not_a_usage_error():
@@ -102,13 +106,4 @@ def _open_tracking(uri, barrier, results):
 def test_launches_opening_a_new_tracking_store_together_all_succeed(tmp_path):
     """Seen starting two campaign studies at once: both migrated the new mlflow.db and one
     died with "duplicate column name: step"."""
-    ctx = mp.get_context("spawn")
-    uri, n = f"sqlite:///{tmp_path / 'mlflow.db'}", 3
-    barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_open_tracking, args=(uri, barrier, results)) for _ in range(n)]
-    for p in procs:
-        p.start()
-    outcomes = [results.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert outcomes == ["ok"] * n
+    assert _together(_open_tracking, f"sqlite:///{tmp_path / 'mlflow.db'}", 3) == ["ok"] * 3
