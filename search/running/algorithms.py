@@ -56,3 +56,13 @@ def check_pruner(name: str, repeats: int, cv: int = 0) -> None:
     if repeats == 1 and cv < 2 and name == "wilcoxon":
         raise SearchError("--pruner wilcoxon compares trials seed by seed or fold by fold; it needs --repeats 2 "
                           "or more, or --cv")
+
+
+def pruner_note(name: str, repeats: int, cv: int = 0) -> str | None:
+    """Wilcoxon's one-sided test on n pairs cannot go below p = 1/2**n: p < 0.1 takes 4 pairs,
+    and when the 4th is the trial's last seed or fold, stopping then saves nothing."""
+    pairs, kind = (cv, "folds") if cv >= 2 else (repeats, "seeds")
+    if name == "wilcoxon" and pairs <= 4:
+        return (f"--pruner wilcoxon never saves anything with {pairs} {kind}: p < 0.1 needs 4 paired values, and "
+                f"the 4th is the last (use --pruner median, or none to say so)")
+    return None

@@ -25,7 +25,7 @@ from preprocessing.inspection import check_classes_readable, readable
 from studies import ParamError, StudyError, check_params, load_study, study_digest
 
 from search.urls import redact
-from search.running.algorithms import check_pruner, check_sampler, make_pruner
+from search.running.algorithms import check_pruner, check_sampler, make_pruner, pruner_note
 from search.errors import SearchError
 from search.record import S, read_trials
 from search.running.progress import progress_line, snapshot
@@ -79,6 +79,8 @@ def validate(settings: SearchSettings) -> dict:
         raise SearchError(f"--repeats {settings.repeats} must be at least 1")
     check_sampler(settings.sampler)
     check_pruner(settings.pruner, settings.repeats, settings.cv)
+    if note := pruner_note(settings.pruner, settings.repeats, settings.cv):
+        print(f"note: {note}", file=sys.stderr)
     check_storage(settings.storage)
     check_tracking(settings.tracking_uri)
     return {"listing": data.train.listing, "images": len(data.train), "cells": len(set(data.train.groups))}
