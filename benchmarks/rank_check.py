@@ -98,8 +98,12 @@ def main() -> None:
     p.add_argument("--out", required=True, help="JSON file of per-trial results (resumed if it exists)")
     args = p.parse_args()
 
+    import tensorflow as tf
+
     from search.record import S, ranked, read_trials
     from search.results.study import open_existing, study_tracker
+
+    tf.get_logger().setLevel("ERROR")  # a retracing notice per fold model
 
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.exists() else {}
