@@ -131,13 +131,15 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
 @click.option("--cv", type=int, default=0, metavar="K",
               help="With --study: train K folds per seed and judge their bag. [a trial: its study's]")
 @o.tta
+@o.threads
 @o.as_json
 def replicate(study_name, storage, trial_number, study, params, repeats, data_dir, cache_dir, epochs, patience, seed,
-              tracking_uri, cv, tta, as_json) -> None:
+              tracking_uri, cv, tta, threads, as_json) -> None:
     """Re-train one configuration --repeats times from scratch, evaluate each seed on TEST,
     and print the study's row: accuracy mean ± std [min, max] | size | epochs | convergence."""
     from search.results import replicate as rp
     from search.results.study import as_json as dumps
+    from search.running.threads import use_threads
     from search.results.study import pick_trial
     from search.stores.tracking import DEFAULT_TRACKING_URI, Tracker, check_tracking
     from search.urls import redact
@@ -158,6 +160,7 @@ def replicate(study_name, storage, trial_number, study, params, repeats, data_di
             raise SearchError("--data-dir is required with --study")
         rep = rp.of_study(study, o.parse_params(params), data_dir, epochs, patience, seed, tta, cv)
         tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
+    use_threads(threads)
     check_tracking(tracking_uri)
     result = rp.replicate(rep, repeats, Tracker(tracking_uri), cache_dir)
     if as_json:

@@ -17,6 +17,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from search.errors import SearchError
 from search.record import ACTIVE, INHERITED, read_trial
+from search.running.threads import use_threads
 from search.settings import SearchSettings
 from search.stores.storage import STORAGE_ERRORS
 
@@ -145,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     tf.get_logger().setLevel("ERROR")  # retracing notices for each new trial's model
     # On stdin, not argv: the storage URL may hold a password, and argv is public (ps).
     settings = SearchSettings.from_payload(sys.stdin.readline())
-    if settings.threads:
-        # Before any op runs: TensorFlow fixes its thread pools at first use.
-        tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(settings.threads)
+    use_threads(settings.threads)
     try:
         return run_worker(settings, args.max_trials, args.timeout, args.sampler_seed)
     except SearchError as exc:
