@@ -95,7 +95,10 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
     if as_json:
         click.echo(dumps(result.to_dict()))
         return
-    click.echo(f"study {study_name}, trial {trial.number} (val_accuracy {trial.value:.4f}): {result.model}")
+    from search.metrics import value_name
+
+    named = value_name(handle.settings.metric, handle.settings.cv)
+    click.echo(f"study {study_name}, trial {trial.number} ({named} {trial.value:.4f}): {result.model}")
     for name, r in result.splits.items():
         cells = r["cells"]
         click.echo(f"{name}: accuracy {r['accuracy']:.4f} on {r['images']} images; per-cell accuracy "
