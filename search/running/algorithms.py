@@ -63,6 +63,7 @@ def pruner_note(name: str, repeats: int, cv: int = 0) -> str | None:
     and when the 4th is the trial's last seed or fold, stopping then saves nothing."""
     pairs, kind = (cv, "folds") if cv >= 2 else (repeats, "seeds")
     if name == "wilcoxon" and pairs <= 4:
+        instead = "--pruner median (or none, to say so)" if cv >= 2 else "5 or more seeds, or --pruner none to say so"
         return (f"--pruner wilcoxon never saves anything with {pairs} {kind}: p < 0.1 needs 4 paired values, and "
-                f"the 4th is the last (use --pruner median, or none to say so)")
+                f"the 4th is the last (use {instead})")
     return None
