@@ -252,3 +252,16 @@ def test_the_optuna_cli_reads_our_studies(study_dir):
     trial = json.loads(best.stdout)
     study = load(study_dir, STUDY)
     assert trial["number"] == study.best_trial.number and trial["value"] == pytest.approx(study.best_value)
+
+
+def test_a_cv_study_launched_without_metric_is_judged_by_log_loss(study_dir):
+    """--metric's default with --cv is log-loss (what ranked the campaign's trials as TEST did)."""
+    import json as _json
+
+    from search.record import read_trial
+    from search.settings import SETTINGS_ATTR
+
+    study = load(study_dir, STUDY)
+    assert _json.loads(study.user_attrs[SETTINGS_ATTR])["metric"] == "log-loss"
+    fits = read_trial(study.best_trial).fits
+    assert len(fits) == 2 and study.best_value == pytest.approx(-sum(f.val_loss for f in fits) / 2, abs=1e-5)

@@ -30,8 +30,10 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--cv", type=int, default=0, show_default=True, metavar="K",
               help="Cross-validate each trial on K folds of TRAIN, grouped by original cell: the value is the mean "
                    "over folds, the trial's model the bag of its fold models. [default: one validation split]")
-@click.option("--metric", type=click.Choice(METRICS), default="accuracy", show_default=True,
-              help="What a trial's value measures on validation (all three are recorded).")
+@click.option("--metric", type=click.Choice(METRICS),
+              help="What a trial's value measures on validation (all three are recorded). [default: log-loss with "
+                   "--cv, which ranked trials as TEST does where accuracy ranked them against it (README, "
+                   "\"The campaign\"); else accuracy]")
 @click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
               help="Test-time augmentation of validation and out-of-fold predictions: the mean over flips "
                    "(dihedral: also 90-degree turns, square sizes).")
@@ -73,7 +75,7 @@ def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name
         data_dir=str(Path(data_dir).expanduser().resolve()), trials=trials,
         cache_dir=str(Path(cache_dir).expanduser().resolve()) if cache_dir else None,
         sampler=sampler, pruner=pruner or ("median" if repeats == 1 else "wilcoxon"), repeats=repeats, cv=cv,
-        metric=metric, tta=tta,
+        metric=metric or ("log-loss" if cv >= 2 else "accuracy"), tta=tta,
         epochs=epochs, patience=patience, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers,
         threads=threads, params=o.parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
         val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
