@@ -79,8 +79,6 @@ def validate(settings: SearchSettings) -> dict:
         raise SearchError(f"--repeats {settings.repeats} must be at least 1")
     check_sampler(settings.sampler)
     check_pruner(settings.pruner, settings.repeats, settings.cv)
-    if note := pruner_note(settings.pruner, settings.repeats, settings.cv):
-        print(f"note: {note}", file=sys.stderr)
     check_storage(settings.storage)
     check_tracking(settings.tracking_uri)
     return {"listing": data.train.listing, "images": len(data.train), "cells": len(set(data.train.groups))}
@@ -122,7 +120,9 @@ def open_study(settings: SearchSettings, tracker: Tracker, create: bool, data_id
         study = optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
                                     pruner=pruner, load_if_exists=True)
     notes = check_unchanged(study, settings, data_id)
-    if store_settings:
+    if store_settings:  # after every check: a refused launch says one line, its error
+        if note := pruner_note(settings.pruner, settings.repeats, settings.cv):
+            notes.append(note)
         for note in notes:
             print(f"note: study {settings.study_name}: {note}", file=sys.stderr)
     if store_settings or SETTINGS_ATTR not in study.user_attrs:
