@@ -11,7 +11,7 @@ The README's single validation split holds about 55 of TRAIN's 277 cells, and on
 folds (StratifiedGroupKFold over the original cells, so every cell is validated exactly
 once and none is on both sides of a fold), then reports
 
-- the CV value: mean ± std over folds of best validation accuracy, log-loss and per-cell
+- the CV value: mean ± std over folds of best validation accuracy, log-loss and per-group
   accuracy, and the pooled out-of-fold accuracy and log-loss;
 - TEST and TEST_SIMPLE for the fold-0 model alone and for the bag (mean of the K fold
   models' probabilities), each without and with flip TTA (mean over the image, its
@@ -171,13 +171,13 @@ def safe_log_loss(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> fl
 
 
 def scores(image_set: ImageSet, idx: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Image accuracy, per-cell accuracy (majority vote of a cell's copies) and log-loss."""
-    from search.metrics import cell_votes, classification_metrics
+    """Image accuracy, per-group accuracy (majority vote of a cell's copies) and log-loss."""
+    from search.metrics import group_votes, classification_metrics
 
     y = image_set.labels[idx]
     report = classification_metrics(y, probs, image_set.classes)
-    cells = cell_votes([image_set.groups[i] for i in idx], y, probs)
-    return {"accuracy": report["accuracy"], "cell_accuracy": cells["cell_accuracy"], "cells": cells["cells"],
+    cells = group_votes([image_set.groups[i] for i in idx], y, probs)
+    return {"accuracy": report["accuracy"], "group_accuracy": cells["group_accuracy"], "cells": cells["cells"],
             "log_loss": safe_log_loss(y, probs, len(image_set.classes)), "images": int(len(idx)),
             "macro_f1": report["macro_f1"], "confusion_matrix": report["confusion_matrix"]}
 
@@ -376,7 +376,7 @@ class ConfigRun:
                                            "cpu_seconds", "converged", "model_size_mb", "seed", "train_images",
                                            "val_images", "val_cells")}
             row.update(val_accuracy_restored=v["accuracy"], val_log_loss=v["log_loss"],
-                       val_cell_accuracy=v["cell_accuracy"])
+                       val_group_accuracy=v["group_accuracy"])
             for split, probs in rec.get("held_out", {}).items():
                 image_set, cache = self.held_out[split]
                 row[f"{split.lower()}_accuracy"] = scores(image_set, np.flatnonzero(cache.valid), probs[0])["accuracy"]
@@ -400,8 +400,8 @@ class ConfigRun:
         return {"folds": len(vals),
                 "best_val_accuracy": mean_std([r["metrics"]["best_val_accuracy"] for r in vals]),
                 "val_log_loss": mean_std([r["val"]["log_loss"] for r in vals]),
-                "val_cell_accuracy": mean_std([r["val"]["cell_accuracy"] for r in vals]),
-                "pooled_oof": {k: pooled[k] for k in ("accuracy", "log_loss", "cell_accuracy", "cells", "images",
+                "val_group_accuracy": mean_std([r["val"]["group_accuracy"] for r in vals]),
+                "pooled_oof": {k: pooled[k] for k in ("accuracy", "log_loss", "group_accuracy", "cells", "images",
                                                       "macro_f1", "confusion_matrix")}}
 
     def _held_out(self, records: dict[int, dict]) -> dict:
@@ -429,7 +429,7 @@ def fmt_ms(d: dict | None, digits: int = 3) -> str:
 
 def markdown_table(results: dict) -> str:
     head = ("| config | fold-0 val acc | CV acc mean±std | CV log-loss | CV cell acc | TEST single | single+TTA "
-            "| bag | bag+TTA | TEST_SIMPLE bag+TTA | per-cell bag+TTA | CPU seconds |")
+            "| bag | bag+TTA | TEST_SIMPLE bag+TTA | per-group bag+TTA | CPU seconds |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in results["configs"].items():
         cv = r.get("cv", {})
@@ -439,9 +439,9 @@ def markdown_table(results: dict) -> str:
         f0 = r["folds"].get("0", {}).get("best_val_accuracy")
         lines.append(f"| {name} ({r.get('folds_done', 0)}/{results['settings']['folds']} folds) | {fmt(f0, 4)} "
                      f"| {fmt_ms(cv.get('best_val_accuracy'), 4)} | {fmt_ms(cv.get('val_log_loss'))} "
-                     f"| {fmt_ms(cv.get('val_cell_accuracy'))} | {acc(test, 'single')} | {acc(test, 'single_tta')} "
+                     f"| {fmt_ms(cv.get('val_group_accuracy'))} | {acc(test, 'single')} | {acc(test, 'single_tta')} "
                      f"| {acc(test, 'bag')} | {acc(test, 'bag_tta')} | {acc(simple, 'bag_tta')} "
-                     f"| {fmt(test.get('bag_tta', {}).get('cell_accuracy'))} | {r.get('cpu_seconds', 0):.0f} |")
+                     f"| {fmt(test.get('bag_tta', {}).get('group_accuracy'))} | {r.get('cpu_seconds', 0):.0f} |")
     lines += ["", "From the README (one grouped validation split of ~55 cells, not this benchmark):", "",
               "| config | val acc | TEST | TEST_SIMPLE | note |", "|---|---|---|---|---|"]
     for name in results["configs"]:
@@ -473,7 +473,7 @@ def ranking(results: dict) -> list[str]:
         ("fold-0 val acc", ("folds", "0", "best_val_accuracy"), True),
         ("CV val acc (mean)", ("cv", "best_val_accuracy", "mean"), True),
         ("CV val log-loss (mean)", ("cv", "val_log_loss", "mean"), False),
-        ("CV cell acc (mean)", ("cv", "val_cell_accuracy", "mean"), True),
+        ("CV cell acc (mean)", ("cv", "val_group_accuracy", "mean"), True),
         ("pooled OOF acc", ("cv", "pooled_oof", "accuracy"), True),
         ("pooled OOF log-loss", ("cv", "pooled_oof", "log_loss"), False),
         ("TEST single", ("held_out", "TEST", "single", "accuracy"), True),

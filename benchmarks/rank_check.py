@@ -5,9 +5,9 @@
 
 For every complete cross-validated trial of the studies (all of them, or --max spread evenly over
 each study's ranking), it loads the K fold models from MLflow and predicts TEST once per model,
-without and with flip TTA, then reports TEST image and per-cell accuracy of fold 0's model and
+without and with flip TTA, then reports TEST image and per-group accuracy of fold 0's model and
 of the bag of K, and the Spearman rank correlation between TEST accuracy and each validation
-criterion the trial recorded: the cross-validated mean of log-loss, accuracy and per-cell
+criterion the trial recorded: the cross-validated mean of log-loss, accuracy and per-group
 accuracy (the CV value), and fold 0's own (a single validation split, as a study without --cv
 would have had). Correlations are given over all trials and within each model family. Nothing
 is logged to MLflow (that is `search evaluate`'s job) and results are kept per trial in --out,
@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 CRITERIA = {  # name -> (how to read it from a trial's fold results, higher is better?)
     "cv_log_loss": (lambda fits: sum(f.val_loss for f in fits) / len(fits), False),
     "cv_accuracy": (lambda fits: sum(f.val_accuracy for f in fits) / len(fits), True),
-    "cv_cell_accuracy": (lambda fits: sum(f.val_cell_accuracy for f in fits) / len(fits), True),
+    "cv_group_accuracy": (lambda fits: sum(f.val_group_accuracy for f in fits) / len(fits), True),
     "fold0_log_loss": (lambda fits: fits[0].val_loss, False),
     "fold0_accuracy": (lambda fits: fits[0].val_accuracy, True),
 }
@@ -64,7 +64,7 @@ def evaluate(handle, trial, tracker, cache_dir: str | None) -> dict:
             key = name.lower()
             out[f"{key}_fold0{suffix}"] = fold0["accuracy"]
             out[f"{key}_bag{suffix}"] = bag["accuracy"]
-            out[f"{key}_bag_cells{suffix}"] = bag["cells"]["cell_accuracy"]
+            out[f"{key}_bag_cells{suffix}"] = bag["groups"]["group_accuracy"]
     return out
 
 

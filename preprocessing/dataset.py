@@ -1,4 +1,4 @@
-"""Find the images of a data set on disk, with their classes, original-cell groups and fingerprint.
+"""Find the images of a data set on disk, with their classes, groups and fingerprint.
 
 Two layouts are accepted:
 - split: TRAIN/<CLASS>/..., TEST/<CLASS>/..., optional TEST_SIMPLE/<CLASS>/... (the public set);
@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,24 +16,17 @@ import numpy as np
 
 from .errors import DataError
 from .grouping import grouped_holdout
+from .groups import Grouping, groups_digest, resolve_grouping
 from .paths import default_cache_dir
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 SPLIT_NAMES = ("TRAIN", "TEST", "TEST_SIMPLE")
-# `_<k>_<n>.jpeg` is augmentation n of original cell k in its class folder.
-_AUGMENTED = re.compile(r"^_(\d+)_\d+\.[^.]+$")
 SPLIT_RECORD = ".bloodsearch-test-split.json"
-
-
-def cell_group(class_name: str, filename: str) -> str:
-    """The original cell an image was made from; one file, one group when the name doesn't say."""
-    m = _AUGMENTED.match(filename)
-    return f"{class_name}/{m.group(1)}" if m else f"{class_name}/{filename}"
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """The files of one split: paths relative to root, integer labels, cell groups."""
+    """The files of one split: paths relative to root, integer labels, groups (preprocessing.groups)."""
 
     root: Path
     name: str
@@ -61,10 +53,15 @@ class ImageSet:
         return {c: int(n) for c, n in zip(self.classes, counts)}
 
     def group_counts(self) -> dict[str, int]:
+        """Per class, the groups holding at least one of its images."""
         per_class: dict[str, set[str]] = {c: set() for c in self.classes}
         for label, group in zip(self.labels, self.groups):
             per_class[self.classes[label]].add(group)
         return {c: len(g) for c, g in per_class.items()}
+
+    @property
+    def groups_digest(self) -> str:
+        return groups_digest(self.files, self.groups)
 
 
 @dataclass(frozen=True)
@@ -73,6 +70,7 @@ class DataSet:
     layout: str  # "split" or "flat"
     classes: tuple[str, ...]
     splits: dict[str, ImageSet]
+    grouping: Grouping = Grouping()
 
     @property
     def train(self) -> ImageSet:
@@ -107,15 +105,15 @@ def _fingerprint(items: list[tuple]) -> str:
     return h.hexdigest()[:16]
 
 
-def _image_set(root: Path, name: str, classes: tuple[str, ...], entries: list[tuple[str, str, os.DirEntry]]) -> ImageSet:
-    """entries: (class, path relative to root, DirEntry)."""
+def _image_set(root: Path, name: str, classes: tuple[str, ...], entries: list[tuple[str, str, os.DirEntry]],
+               groups: list[str]) -> ImageSet:
+    """entries: (class, path relative to root, DirEntry); groups: one per entry."""
     index = {c: i for i, c in enumerate(classes)}
-    files, labels, groups, items = [], [], [], []
+    files, labels, items = [], [], []
     for cls, rel, entry in entries:
         st = entry.stat()
         files.append(rel)
         labels.append(index[cls])
-        groups.append(cell_group(cls, entry.name))
         items.append((rel, st.st_size, st.st_mtime_ns))
     return ImageSet(root, name, classes, tuple(files), np.asarray(labels, dtype=np.int64),
                     tuple(groups), _fingerprint(items), _fingerprint([(rel, size) for rel, size, _ in items]))
@@ -133,7 +131,7 @@ def _scan_split(root: Path, split_dir: Path, classes: tuple[str, ...] | None) ->
     entries = []
     for d in dirs:
         for e in _scan_class(d):
-            entries.append((d.name, str(Path(e.path).relative_to(root)), e))
+            entries.append((d.name, Path(e.path).relative_to(root).as_posix(), e))
     return names, entries
 
 
@@ -146,10 +144,12 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
 
 
 def load_dataset(data_dir: str | os.PathLike, record_dir: str | os.PathLike | None = None,
-                 test_fraction: float = 0.2) -> DataSet:
-    """Scan a data dir. Raises DataError (one line, naming the folder) on anything unusable.
+                 test_fraction: float = 0.2, grouping: Grouping | None = None) -> DataSet:
+    """Scan a data dir. Raises DataError (one line, naming the folder or file) on anything unusable.
 
     record_dir: where a flat layout's test split is recorded when data_dir is read-only.
+    grouping: which images must stay together (default: the data dir's groups.csv if it has
+    one, else each file alone).
     """
     root = Path(data_dir).expanduser()
     if not root.exists():
@@ -157,28 +157,30 @@ def load_dataset(data_dir: str | os.PathLike, record_dir: str | os.PathLike | No
     if not root.is_dir():
         raise DataError(f"data dir {root} is not a folder")
     root = root.resolve()
+    grouping = grouping or resolve_grouping(root)
     split_dirs = _find_split_dirs(root)
     if split_dirs:
         if "TRAIN" not in split_dirs:
             raise DataError(f"data dir {root} has {', '.join(sorted(split_dirs))} but no TRAIN folder")
         classes, train_entries = _scan_split(root, split_dirs["TRAIN"], None)
-        splits = {"TRAIN": _image_set(root, "TRAIN", classes, train_entries)}
+        by_split = {"TRAIN": train_entries}
         for name in ("TEST", "TEST_SIMPLE"):
             if name in split_dirs:
-                _, entries = _scan_split(root, split_dirs[name], classes)
-                splits[name] = _image_set(root, name, classes, entries)
-        return DataSet(root, "split", classes, splits)
+                by_split[name] = _scan_split(root, split_dirs[name], classes)[1]
+        groups = grouping.assign({name: [e[1] for e in entries] for name, entries in by_split.items()})
+        splits = {name: _image_set(root, name, classes, entries, groups[name]) for name, entries in by_split.items()}
+        return DataSet(root, "split", classes, splits, grouping)
 
     classes, entries = _scan_split(root, root, None)
     if not classes:
         raise DataError(f"data dir {root} has no class folders (expected <CLASS>/ or TRAIN/<CLASS>/)")
-    test_groups = _flat_test_groups(root, classes, entries, record_dir, test_fraction)
-    train = [e for e in entries if cell_group(e[0], e[2].name) not in test_groups]
-    test = [e for e in entries if cell_group(e[0], e[2].name) in test_groups]
+    groups = grouping.assign({"ALL": [e[1] for e in entries]})["ALL"]
+    test_groups = _flat_test_groups(root, classes, entries, groups, grouping, record_dir, test_fraction)
+    sides = {"TRAIN": [i for i, g in enumerate(groups) if g not in test_groups],
+             "TEST": [i for i, g in enumerate(groups) if g in test_groups]}
     return DataSet(root, "flat", classes, {
-        "TRAIN": _image_set(root, "TRAIN", classes, train),
-        "TEST": _image_set(root, "TEST", classes, test),
-    })
+        name: _image_set(root, name, classes, [entries[i] for i in idx], [groups[i] for i in idx])
+        for name, idx in sides.items()}, grouping)
 
 
 def _record_path(root: Path, record_dir: str | os.PathLike | None) -> Path:
@@ -189,7 +191,8 @@ def _record_path(root: Path, record_dir: str | os.PathLike | None) -> Path:
     return base / "splits" / (hashlib.sha256(str(root).encode()).hexdigest()[:16] + ".json")
 
 
-def _flat_test_groups(root: Path, classes: tuple[str, ...], entries: list, record_dir, fraction: float) -> set[str]:
+def _flat_test_groups(root: Path, classes: tuple[str, ...], entries: list, groups: list[str], grouping: Grouping,
+                      record_dir, fraction: float) -> set[str]:
     """Groups held out as TEST: chosen once (stratified, grouped), then read back from the record.
 
     Groups that appear after the record was written go to TRAIN, so no image ever moves
@@ -198,16 +201,22 @@ def _flat_test_groups(root: Path, classes: tuple[str, ...], entries: list, recor
     path = _record_path(root, record_dir)
     if path.exists():
         try:
-            return set(json.loads(path.read_text())["test_groups"])
+            record = json.loads(path.read_text())
+            test_groups = set(record["test_groups"])
         except (ValueError, KeyError) as exc:
             raise DataError(f"test-split record {path} is unreadable ({exc}); delete it to make a new split") from None
+        # Group ids of another grouping would match nothing and send every image to TRAIN.
+        made_by = record.get("grouping", "file names (_<k>_ read as a cell: leaky)")
+        if made_by != grouping.key:
+            raise DataError(f"test-split record {path} was made with {made_by}, this data is grouped by "
+                            f"{grouping.key}: delete it to make a new TEST split with these groups")
+        return test_groups
     labels = np.asarray([classes.index(e[0]) for e in entries])
-    groups = [cell_group(e[0], e[2].name) for e in entries]
     _, test_idx = grouped_holdout(labels, groups, fraction, seed=0, class_names=classes)
     test_groups = sorted({groups[i] for i in test_idx})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"data_dir": str(root), "fraction": fraction, "seed": 0,
+    tmp.write_text(json.dumps({"data_dir": str(root), "fraction": fraction, "seed": 0, "grouping": grouping.key,
                                "test_groups": test_groups}, indent=1))
     os.replace(tmp, path)
     return set(test_groups)

@@ -28,14 +28,15 @@ def _probe(path) -> tuple[tuple[int, int] | None, str | None]:
 
 
 def inspect_dataset(data: DataSet, workers: int = 4) -> dict:
-    report = {"data_dir": str(data.root), "layout": data.layout, "classes": list(data.classes), "splits": {}}
+    report = {"data_dir": str(data.root), "layout": data.layout, "classes": list(data.classes),
+              "grouping": data.grouping.describe(), "splits": {}}
     for name, image_set in data.splits.items():
         with ThreadPoolExecutor(max_workers=workers) as pool:
             probes = list(pool.map(_probe, [image_set.path(i) for i in range(len(image_set))]))
         sizes = Counter(f"{w}x{h}" for (size, _) in probes if size for (w, h) in [size])
         report["splits"][name] = {
             "images": image_set.class_counts(),
-            "cells": image_set.group_counts(),
+            "groups": image_set.group_counts(),
             "sizes_wxh": dict(sizes.most_common()),
             "unreadable": [{"file": image_set.files[i], "error": err} for i, (_, err) in enumerate(probes) if err],
         }
@@ -45,7 +46,7 @@ def inspect_dataset(data: DataSet, workers: int = 4) -> dict:
 def contact_pairs(data: DataSet, per_class: int, size: str | tuple[int, int],
                   skip: set[str] = frozenset()) -> list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]]:
     """Per class, up to per_class (image, its Otsu-masked version) pairs from TRAIN, one per
-    original cell so a sheet shows different cells; files in skip (unreadable) are passed over."""
+    group so a sheet shows different fields; files in skip (unreadable) are passed over."""
     plain, otsu = ImageSpec(size=size, mask="none"), ImageSpec(size=size, mask="otsu")
     train, rows = data.train, []
     for label, name in enumerate(data.classes):

@@ -1,10 +1,12 @@
 """Tiny synthetic image sets whose classes a tiny model can tell apart.
 
 Each class draws a dark shape of its own on a light, noisy background; files are named
-`_<k>_<n>.<ext>` like the public set, so several files share an original cell k.
+`_<k>_<n>.<ext>` like the public set, and the data dir's groups.csv says which files are
+copies of one original (cell k of its class), as the public set's groups CSV does.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +41,38 @@ def draw_with_mask(cls: int, rng: np.random.Generator, size: tuple[int, int] = (
 
 def make_image_set(root: Path, cells_per_class: int = 6, copies: int = 3, classes=CLASSES,
                    size: tuple[int, int] = (24, 32), seed: int = 0, ext: str = ".png",
-                   masks: dict | None = None) -> Path:
-    """Write <root>/<CLASS>/_<k>_<n><ext>; returns root. `masks`, if given, receives each
-    file's true foreground by path relative to root's parent."""
+                   masks: dict | None = None, groups_file: bool = True) -> Path:
+    """Write <root>/<CLASS>/_<k>_<n><ext> and <root>/groups.csv; returns root. `masks`, if
+    given, receives each file's true foreground by path relative to root's parent."""
+    rows = _draw_set(root, cells_per_class, copies, classes, size, seed, ext, masks)
+    if groups_file:
+        write_groups(root, [(str(p.relative_to(root).as_posix()), g) for p, g in rows])
+    return root
+
+
+def write_groups(root: Path, rows: list[tuple[str, str]]) -> Path:
+    with (root / "groups.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "group"), *rows])
+    return root / "groups.csv"
+
+
+def group_new_files(root: Path) -> None:
+    """Give every image under root that groups.csv lacks a group of its own (files a test
+    planted after the set was made)."""
+    from .dataset import IMAGE_SUFFIXES
+
+    path = root / "groups.csv"
+    known = {row[0] for row in csv.reader(path.read_text().splitlines())}
+    new = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    with path.open("a", newline="") as f:
+        csv.writer(f).writerows((rel, rel) for rel in new if rel not in known)
+
+
+def _draw_set(root: Path, cells_per_class: int, copies: int, classes, size, seed: int, ext: str,
+              masks: dict | None) -> list[tuple[Path, str]]:
     rng = np.random.default_rng(seed)
+    rows = []
     n = 0
     for ci, name in enumerate(classes):
         folder = root / name
@@ -54,13 +84,15 @@ def make_image_set(root: Path, cells_per_class: int = 6, copies: int = 3, classe
                 Image.fromarray(image).save(path)
                 if masks is not None:
                     masks[str(path.relative_to(root.parent))] = mask
+                rows.append((path, f"{root.name}-{name}-{k}"))
                 n += 1
-    return root
+    return rows
 
 
 def make_split_dataset(root: Path, cells_per_class: int = 6, copies: int = 3, test_cells: int = 2,
                        classes=CLASSES, size: tuple[int, int] = (24, 32), seed: int = 0) -> Path:
-    """The public set's layout: TRAIN/<CLASS>/, TEST/<CLASS>/ with disjoint cells."""
-    make_image_set(root / "TRAIN", cells_per_class, copies, classes, size, seed)
-    make_image_set(root / "TEST", test_cells, copies, classes, size, seed + 1)
+    """The public set's layout: TRAIN/<CLASS>/, TEST/<CLASS>/ with disjoint cells, and root/groups.csv."""
+    rows = (_draw_set(root / "TRAIN", cells_per_class, copies, classes, size, seed, ".png", None)
+            + _draw_set(root / "TEST", test_cells, copies, classes, size, seed + 1, ".png", None))
+    write_groups(root, [(str(p.relative_to(root).as_posix()), g) for p, g in rows])
     return root

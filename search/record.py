@@ -34,7 +34,7 @@ SURPLUS, FAIL_REASON, TRACKING_ERROR = "surplus", "fail_reason", "tracking_error
 class FitResult:
     """One trained model of a trial: the trial's own, one of its seeds (--repeats) or one of
     its folds (--cv). Validation scores are of the restored best weights (with the study's
-    test-time augmentation): accuracy, log-loss and the per-cell vote's accuracy."""
+    test-time augmentation): accuracy, log-loss and the per-group vote's accuracy."""
 
     seed: int
     val_accuracy: float
@@ -47,27 +47,28 @@ class FitResult:
     model_size_mb: float | None = None
     fold: int | None = None
     val_loss: float | None = None  # mean log-loss of the validation predictions
-    val_cell_accuracy: float | None = None
+    val_group_accuracy: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """What its MLflow run records about its training."""
         out = {"best_val_accuracy": self.val_accuracy, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
                "train_seconds": self.train_seconds, "converged": float(self.converged)}
         for key, value in (("params_count", self.params_count), ("model_size_mb", self.model_size_mb),
-                           ("val_log_loss", self.val_loss), ("val_cell_accuracy", self.val_cell_accuracy)):
+                           ("val_log_loss", self.val_loss), ("val_group_accuracy", self.val_group_accuracy)):
             if value is not None:
                 out[key] = value
         return out
 
     def scores(self) -> dict[str, float]:
         """By metric name (search.metrics.METRICS), for the objective."""
-        return {"accuracy": self.val_accuracy, "log-loss": self.val_loss, "cell-accuracy": self.val_cell_accuracy}
+        return {"accuracy": self.val_accuracy, "log-loss": self.val_loss, "group-accuracy": self.val_group_accuracy}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitResult":
+        d = {"val_group_accuracy": d.get("val_cell_accuracy"), **d}  # its name before groups were an input
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -99,7 +100,7 @@ class TrialRecord:
         return bool(self.fits) and self.fits[0].fold is not None
 
     def mean_score(self, metric: str) -> float | None:
-        """The mean over its models of a validation metric (accuracy, log-loss, cell-accuracy)."""
+        """The mean over its models of a validation metric (accuracy, log-loss, group-accuracy)."""
         values = [f.scores()[metric] for f in self.fits]
         return sum(values) / len(values) if values and None not in values else None
 

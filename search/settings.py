@@ -10,13 +10,17 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "successive-halving", "wilcoxon", "none")
 EPOCH_PRUNERS = ("median", "hyperband", "successive-halving")
 LOG_MODELS = ("all", "best", "none")
-METRICS = ("accuracy", "log-loss", "cell-accuracy")  # what a trial's value measures (search.metrics)
+METRICS = ("accuracy", "log-loss", "group-accuracy")  # what a trial's value measures (search.metrics)
 SETTINGS_ATTR = "bloodsearch.settings"
 DATA_ATTR = "bloodsearch.data"  # the TRAIN files a study was created on (names and sizes)
 # What gives a trial's value its meaning: fixed when the study is created. A launch or worker
 # that differs in one would compare trials measured differently (another split, another budget).
-DEFINING = {"study": "--study", "study_digest": "--study (the file's content digest)", "seed": "--seed", "val_fraction": "--val-fraction", "epochs": "--epochs",
-            "patience": "--patience", "repeats": "--repeats", "cv": "--cv", "metric": "--metric", "tta": "--tta"}
+DEFINING = {"study": "--study", "study_digest": "--study (the file's content digest)", "seed": "--seed",
+            "val_fraction": "--val-fraction", "epochs": "--epochs", "patience": "--patience", "repeats": "--repeats",
+            "cv": "--cv", "metric": "--metric", "tta": "--tta",
+            "groups_digest": "--groups/--group-pattern (digest of TRAIN's groups)"}
+# Studies made before groups were an input split by `_<k>_` in file names, which is not a cell.
+LEGACY_GROUPS = "file names (_<k>_ read as a cell id, which leaks: docs/groups.md)"
 # Free to change from one launch to the next; the change is said.
 CHANGEABLE = {"trials": "--trials", "workers": "--workers", "timeout": "--timeout", "sampler": "--sampler",
               "sampler_seed": "--sampler-seed", "pruner": "--pruner", "log_models": "--log-models",
@@ -53,6 +57,9 @@ class SearchSettings:
     metric: str = "accuracy"  # what the trial's value measures (search.metrics.METRICS)
     tta: str = "none"  # test-time augmentation of validation and out-of-fold predictions
     threads: int | None = None  # TensorFlow threads per worker; None: TensorFlow's default (all cores)
+    groups: str | None = None  # a CSV of path,group (absolute path); see preprocessing.groups
+    group_pattern: str | None = None  # or a regular expression on file names
+    groups_digest: str | None = None  # what the grouping made of TRAIN: fixed with the study
 
     # Where the study lives is how it is found again, so it is not stored with it.
     _NOT_STORED = ("storage",)
@@ -67,8 +74,17 @@ class SearchSettings:
     def from_json(cls, text: str, **overrides) -> "SearchSettings":
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in json.loads(text).items() if k in known}
+        data.setdefault("groups_digest", LEGACY_GROUPS)
+        if data.get("metric") == "cell-accuracy":  # renamed: a cell was never what the group was
+            data["metric"] = "group-accuracy"
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+    def grouping(self):
+        """The preprocessing.Grouping these settings name."""
+        from preprocessing.groups import Grouping
+
+        return Grouping(file=self.groups, pattern=self.group_pattern)
 
     def to_payload(self) -> str:
         """Everything, credentials included: for a worker's standard input, never argv."""
@@ -88,7 +104,9 @@ class SearchSettings:
                 "search.sampler": self.sampler, "search.pruner": self.pruner, "search.study": self.study,
                 "search.val_fraction": self.val_fraction, "search.data_dir": self.data_dir,
                 "search.repeats": self.repeats, "search.sampler_seed": self.sampler_seed_base,
-                "search.cv": self.cv, "search.metric": self.metric, "search.tta": self.tta}
+                "search.cv": self.cv, "search.metric": self.metric, "search.tta": self.tta,
+                "search.groups": self.groups or "", "search.group_pattern": self.group_pattern or "",
+                "search.groups_digest": self.groups_digest or ""}
 
     @property
     def max_steps(self) -> int:

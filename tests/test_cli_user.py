@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from preprocessing.synthetic import make_split_dataset
+from preprocessing.synthetic import group_new_files, make_split_dataset
 from searchtools import load, run_search
 
 pytestmark = pytest.mark.slow
@@ -40,6 +40,7 @@ def test_1_2_unreadable_classes_and_too_few_cells_are_one_line_before_anything(w
         f.unlink()
     for k in range(3):
         (work / "data" / "TRAIN" / "LYMPHOCYTE" / f"_{k}_0.jpeg").write_text("not an image")
+    group_new_files(work / "data")
     done = run_search(work, "launch", *TINY, "--data-dir", "data")
     assert_one_line_error(done, "class LYMPHOCYTE", "has no readable image (3 file(s), all unreadable")
     assert nothing_created(work)

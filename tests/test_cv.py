@@ -22,7 +22,7 @@ def test_folds_are_grouped_stratified_and_fixed(tmp_path):
     assert sorted(validated.tolist()) == list(range(len(data.train)))  # every image once
     for f in folds:
         assert not {data.train.groups[i] for i in f.train} & {data.train.groups[i] for i in f.val}
-        assert all(side["cells"] == 2 for side in f.report["val"].values())  # 6 cells per class / 3 folds
+        assert all(side["groups"] == 2 for side in f.report["val"].values())  # 6 cells per class / 3 folds
     again = cv_folds(data.train, 3, seed=5)
     assert all(np.array_equal(a.val, b.val) for a, b in zip(folds, again))  # the same in every trial
 
@@ -113,7 +113,7 @@ def test_a_cv_study_end_to_end(tmp_path):
         assert [r.info.run_name for r in folds] == [f"seed-fcn-{t.number}-fold0", f"seed-fcn-{t.number}-fold1"]
         losses = [r.data.metrics["val_log_loss"] for r in folds]
         assert t.value == pytest.approx(-np.mean(losses), abs=1e-5)  # the study's metric: log-loss, negated
-        assert {"val_accuracy", "val_cell_accuracy"} <= {k.replace("_mean", "") for k in
+        assert {"val_accuracy", "val_group_accuracy"} <= {k.replace("_mean", "") for k in
                                                          client.get_run(t.run_id).data.metrics}
         oof = OutOfFoldPredictions.load(client.download_artifacts(t.run_id, ARTIFACT, str(tmp_path)))
         assert oof.indices.tolist() == list(range(len(data.train)))  # every TRAIN image, once

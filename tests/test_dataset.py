@@ -6,8 +6,9 @@ import pytest
 from PIL import Image
 
 from preprocessing import DataError, load_dataset
-from preprocessing.dataset import SPLIT_RECORD, cell_group
-from preprocessing.synthetic import CLASSES, make_image_set
+from preprocessing.dataset import SPLIT_RECORD
+from preprocessing.groups import Grouping
+from preprocessing.synthetic import CLASSES, group_new_files, make_image_set
 
 
 def test_split_layout_classes_counts_and_groups(split_dataset):
@@ -20,9 +21,12 @@ def test_split_layout_classes_counts_and_groups(split_dataset):
     assert "TEST_SIMPLE" not in data.splits
 
 
-def test_group_names_follow_the_public_pattern():
-    assert cell_group("MONOCYTE", "_12_4753.jpeg") == "MONOCYTE/12"
-    assert cell_group("MONOCYTE", "cell-a.png") == "MONOCYTE/cell-a.png"  # one file, one group
+def test_file_names_are_not_groups_without_a_groups_file(split_dataset):
+    """`_<k>_<n>` is a Keras batch position, not a cell: with no groups given, each file is alone."""
+    (split_dataset / "groups.csv").unlink()
+    data = load_dataset(split_dataset)
+    assert data.train.group_counts() == {c: 18 for c in CLASSES}
+    assert data.grouping == Grouping()
 
 
 def test_hidden_files_ignored_and_suffix_case_free(split_dataset):
@@ -30,6 +34,7 @@ def test_hidden_files_ignored_and_suffix_case_free(split_dataset):
     (folder / ".DS_Store").write_bytes(b"junk")
     (folder / "notes.txt").write_text("not an image")
     Image.new("RGB", (32, 24)).save(folder / "UPPER.JPG")
+    group_new_files(split_dataset)
     (split_dataset / "TRAIN" / ".hidden_class").mkdir()
     data = load_dataset(split_dataset)
     assert data.train.class_counts()["EOSINOPHIL"] == 19
@@ -53,11 +58,16 @@ def test_flat_layout_makes_a_grouped_test_split_once(tmp_path):
     assert all(n >= 1 for n in data.test.group_counts().values())  # stratified: every class held out
     record = json.loads((root / SPLIT_RECORD).read_text())
     assert sorted(record["test_groups"]) == sorted(test_groups)
-    # New cells later go to TRAIN; recorded TEST cells never move.
+    # New groups later go to TRAIN; recorded TEST groups never move.
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(root / "MONOCYTE" / "_99_0.png")
+    with (root / "groups.csv").open("a") as f:
+        f.write("MONOCYTE/_99_0.png,new-field\n")
     again = load_dataset(root)
     assert set(again.test.groups) == test_groups
-    assert "MONOCYTE/99" in again.train.groups
+    assert "new-field" in again.train.groups
+    # A split recorded under one grouping is not silently read under another.
+    with pytest.raises(DataError, match="was made with csv, this data is grouped by per-file"):
+        load_dataset(root, grouping=Grouping())
 
 
 def test_flat_layout_read_only_records_in_cache(tmp_path, monkeypatch):

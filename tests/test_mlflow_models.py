@@ -88,11 +88,19 @@ def test_a_trials_run_logs_its_mlflow_model_and_the_data_it_saw(study_dir):
     fold0 = {d.dataset.name: d.dataset for d in inputs}
     profile = json.loads(fold0["data/TRAIN fold 0 validation"].profile)
     assert profile["per_class"] == record.split["val"] and profile["fold"] == 0
-    assert profile["cells"] == sum(v["cells"] for v in record.split["val"].values())
+    assert profile["groups"] == sum(v["groups"] for v in record.split["val"].values())
     train_profile = json.loads(fold0["data/TRAIN fold 0 training"].profile)
     assert train_profile["per_class"] == record.split["train"]
     assert json.loads(fold0["data/TRAIN fold 0 training"].source)["uri"] == str(study_dir / "data")
-    assert fold0["data/TRAIN fold 0 training"].digest == profile["listing"]  # names and sizes: any machine's copy
+    # Names, sizes and groups: any machine's copy split by the same groups is the same data set.
+    import hashlib
+
+    from search.settings import SETTINGS_ATTR
+
+    stored = json.loads(load(study_dir, STUDY).user_attrs[SETTINGS_ATTR])
+    assert profile["groups_digest"] == stored["groups_digest"]
+    assert fold0["data/TRAIN fold 0 training"].digest == hashlib.sha256(
+        f"{profile['listing']}/{profile['groups_digest']}".encode()).hexdigest()[:16]
     fold_runs = [r for r in mlflow_runs(study_dir, STUDY)[2]
                  if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
     assert len(fold_runs) == 2

@@ -27,7 +27,7 @@ def test_spread_and_row_match_numpy():
     assert summary.epochs.mean == 20 and summary.convergence_rate == pytest.approx(2 / 3)
     cells = np.array([0.9, 0.95, 0.3])
     assert summary.row() == (f"test accuracy {acc.mean():.3f} ± {acc.std(ddof=1):.3f} [0.250, 0.880] (n=3) | "
-                             f"per-cell {cells.mean():.3f} ± {cells.std(ddof=1):.3f} | model size 2.0 MB | "
+                             f"per-group {cells.mean():.3f} ± {cells.std(ddof=1):.3f} | model size 2.0 MB | "
                              f"epochs 20 ± 10 | convergence 67%")
     # Without TEST results the summary is of validation accuracy, and says so.
     val = summarize([SeedResult(1, 0.5, 3, True)])
@@ -95,7 +95,7 @@ def test_replicate_a_shipped_fixed_configuration(work):
                      "--epochs", "3", "--patience", "3")
     assert rep.returncode == 0, rep.stderr
     row = rep.stdout.splitlines()[1]
-    assert re.fullmatch(r"test accuracy \d\.\d{3} ± \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(n=3\) \| per-cell .* \| "
+    assert re.fullmatch(r"test accuracy \d\.\d{3} ± \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \(n=3\) \| per-group .* \| "
                         r"model size \d+\.\d MB \| epochs \d+ ± \d+ \| convergence \d+%", row), row
     client, _, _ = mlflow_runs(work, "replicate")
     exp = client.get_experiment_by_name("replicate")

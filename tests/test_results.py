@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from searchtools import env_for, launched_study, load, mlflow_runs, run_search, search_cmd, wait_for
-from search.results.evaluation import cell_votes, study_row
+from search.results.evaluation import group_votes, study_row
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("results")]  # one study, built once
 TINY = ["--study", "seed-fcn", "--param", "size=24x32", "--param", "width=0.25", "--param", "batch_size=16",
         "--param", "learning_rate=0.003", "--param", "dropout=0.0", "--epochs", "6", "--patience", "6", "--quiet"]
 
 
-def test_cell_vote_on_a_hand_built_case():
+def test_group_vote_on_a_hand_built_case():
     groups = ["A/1", "A/1", "A/1", "B/2", "B/2", "B/3", "B/3"]
     y_true = np.array([0, 0, 0, 1, 1, 1, 1])
     probs = np.array([
@@ -25,9 +25,9 @@ def test_cell_vote_on_a_hand_built_case():
         [0.4, 0.6], [0.9, 0.1],               # cell B/2: tie 1-1, mean probs (0.65, 0.35) -> class 0, wrong
         [0.3, 0.7], [0.45, 0.55],             # cell B/3: 2 votes for class 1 -> right
     ])
-    votes = cell_votes(groups, y_true, probs)
-    assert votes["cells"] == 3 and votes["cell_accuracy"] == pytest.approx(2 / 3)
-    by_cell = {c["cell"]: c for c in votes["per_cell"]}
+    votes = group_votes(groups, y_true, probs)
+    assert votes["groups"] == 3 and votes["group_accuracy"] == pytest.approx(2 / 3)
+    by_cell = {c["group"]: c for c in votes["per_group"]}
     assert by_cell["B/2"]["voted"] == 0 and by_cell["B/2"]["votes"] == [1, 1]
     assert by_cell["A/1"]["images"] == 3
     assert study_row(0.8823, 34.27, 26, True) == "accuracy 0.882 | model size 34.3 MB | epochs 26 | converged"
@@ -52,22 +52,22 @@ def test_status_and_best(study_dir):
     assert re.search(rf"^\s+{study.best_trial.number}\s+{study.best_value:.4f}", table, re.M)
 
 
-def test_evaluate_logs_test_metrics_and_per_cell_accuracy(study_dir):
+def test_evaluate_logs_test_metrics_and_per_group_accuracy(study_dir):
     done = run_search(study_dir, "evaluate", "--study-name", "seed-fcn", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     test = result["splits"]["TEST"]
-    assert test["images"] == 4 * 2 * 3 and test["cells"]["cells"] == 4 * 2
+    assert test["images"] == 4 * 2 * 3 and test["groups"]["groups"] == 4 * 2
     assert sum(m["support"] for m in test["per_class"].values()) == 24
-    assert result["row"].startswith(f"accuracy {test['accuracy']:.3f} | per-cell ")
+    assert result["row"].startswith(f"accuracy {test['accuracy']:.3f} | per-group ")
     client, _, children = mlflow_runs(study_dir, "seed-fcn")
     run = next(r for r in children if r.info.run_id == load(study_dir, "seed-fcn").best_trial.user_attrs["run_id"])
     assert run.data.metrics["test_accuracy"] == pytest.approx(test["accuracy"])
-    assert "test_cell_accuracy" in run.data.metrics and "test_recall_MONOCYTE" in run.data.metrics
+    assert "test_group_accuracy" in run.data.metrics and "test_recall_MONOCYTE" in run.data.metrics
     names = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/confusion_matrix_test.png", "evaluation/confusion_matrix_test.json"} <= names
     text = run_search(study_dir, "evaluate", "--study-name", "seed-fcn", "--trial", "0").stdout
-    assert "per-cell accuracy" in text and "MONOCYTE" in text
+    assert "per-group accuracy" in text and "MONOCYTE" in text
 
 
 def test_predict_export_round_trip_and_bad_files(study_dir):

@@ -4,7 +4,7 @@ import pytest
 from preprocessing import DataError, load_dataset, validation_split
 
 
-def test_no_cell_on_both_sides_and_every_class_validated(tmp_path):
+def test_no_group_on_both_sides_and_every_class_validated(tmp_path):
     from preprocessing.synthetic import make_split_dataset
 
     data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=10, copies=4))
@@ -13,8 +13,8 @@ def test_no_cell_on_both_sides_and_every_class_validated(tmp_path):
     val_groups = {data.train.groups[i] for i in split.val}
     assert not train_groups & val_groups
     assert len(split.train) + len(split.val) == len(data.train)
-    assert all(side["cells"] >= 1 for side in split.report["val"].values())
-    assert sum(v["cells"] for v in split.report["val"].values()) == len(val_groups)
+    assert all(side["groups"] >= 1 for side in split.report["val"].values())
+    assert sum(v["groups"] for v in split.report["val"].values()) == len(val_groups)
 
 
 def test_deterministic_for_a_seed(split_dataset):
@@ -33,11 +33,11 @@ def test_unreadable_files_are_left_out(split_dataset):
     assert not {0, 5} & set(split.train.tolist() + split.val.tolist())
 
 
-def test_too_few_cells_is_a_clear_error(tmp_path):
+def test_too_few_groups_is_a_clear_error(tmp_path):
     from preprocessing.synthetic import make_split_dataset
 
     data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=1, copies=2, classes=("A", "B")))
-    with pytest.raises(DataError, match="class A has 1 original cell.*needs at least 2 per class"):
+    with pytest.raises(DataError, match="class A has 1 group.*needs at least 2 per class"):
         validation_split(data.train, fraction=0.2)
 
 
@@ -48,5 +48,5 @@ def test_the_share_held_out_is_the_share_asked_for(tmp_path, fraction):
 
     data = load_dataset(make_split_dataset(tmp_path / "d", cells_per_class=10, copies=2))
     split = validation_split(data.train, fraction=fraction, seed=0)
-    assert all(side["cells"] == round(10 * fraction) for side in split.report["val"].values())
+    assert all(side["groups"] == round(10 * fraction) for side in split.report["val"].values())
     assert split.report["held_out_share"] == pytest.approx(fraction)

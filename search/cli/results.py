@@ -99,15 +99,15 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
 
     named = value_name(handle.settings.metric, handle.settings.cv)
     click.echo(f"study {study_name}, trial {trial.number} ({named} {trial.value:.4f}): {result.model}")
+    from search.results.evaluation import held_out_lines
+
     for name, r in result.splits.items():
-        cells = r["cells"]
-        click.echo(f"{name}: accuracy {r['accuracy']:.4f} on {r['images']} images; per-cell accuracy "
-                   f"{cells['cell_accuracy']:.4f} ({sum(c['true'] == c['voted'] for c in cells['per_cell'])}"
-                   f"/{cells['cells']} cells); macro F1 {r['macro_f1']:.4f}")
+        for line in held_out_lines(name, r):
+            click.echo(line)
         if "per_model" in r:
-            a, c = r["per_model"]["accuracy"], r["per_model"]["cell_accuracy"]
+            a, c = r["per_model"]["accuracy"], r["per_model"]["group_accuracy"]
             click.echo(f"  each {r['per_model']['kind']} alone: accuracy {a['mean']:.4f} ± {a['std']:.4f} "
-                       f"[{a['min']:.4f}, {a['max']:.4f}], per-cell {c['mean']:.4f} ± {c['std']:.4f} (n={a['n']})")
+                       f"[{a['min']:.4f}, {a['max']:.4f}], per-group {c['mean']:.4f} ± {c['std']:.4f} (n={a['n']})")
         for cls, m in r["per_class"].items():
             if m.get("absent"):
                 click.echo(f"  {cls:<12} absent from {name} (not in the macro average)")
@@ -125,6 +125,7 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="With --study: fix a parameter.")
 @click.option("--repeats", type=click.IntRange(1), default=10, show_default=True, help="Seeds, each trained from scratch.")
 @o.data_dir(help="[default: the study's; required with --study]")
+@o.groups
 @o.cache_dir
 @click.option("--epochs", type=click.IntRange(1), help="[default: the study's, or 20]")
 @click.option("--patience", type=click.IntRange(1), help="[default: the study's, or 5]")
@@ -136,8 +137,8 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
 @o.tta
 @o.threads
 @o.as_json
-def replicate(study_name, storage, trial_number, study, params, repeats, data_dir, cache_dir, epochs, patience, seed,
-              tracking_uri, cv, tta, threads, as_json) -> None:
+def replicate(study_name, storage, trial_number, study, params, repeats, data_dir, groups_file, group_pattern,
+              cache_dir, epochs, patience, seed, tracking_uri, cv, tta, threads, as_json) -> None:
     """Re-train one configuration --repeats times from scratch, evaluate each seed on TEST,
     and print the study's row: accuracy mean ± std [min, max] | size | epochs | convergence."""
     from search.results import replicate as rp
@@ -153,15 +154,17 @@ def replicate(study_name, storage, trial_number, study, params, repeats, data_di
         if params:
             raise SearchError("--param goes with --study; a trial's configuration is fixed")
         handle = _handle(study_name, storage, tracking_uri, data_dir)
-        if cv:
-            raise SearchError("--cv goes with --study; a trial is replicated as its study ran it")
+        if cv or groups_file or group_pattern:
+            raise SearchError("--cv, --groups and --group-pattern go with --study; a trial is replicated as its "
+                              "study ran it")
         rep = rp.of_trial(handle, pick_trial(handle.study, trial_number), epochs, patience, seed, tta)
         tracking_uri = handle.settings.tracking_uri
         check_tracking(tracking_uri, must_exist=True)
     else:
         if not data_dir:
             raise SearchError("--data-dir is required with --study")
-        rep = rp.of_study(study, o.parse_params(params), data_dir, epochs, patience, seed, tta, cv)
+        rep = rp.of_study(study, o.parse_params(params), data_dir, epochs, patience, seed, tta, cv,
+                          o.grouping(data_dir, groups_file, group_pattern))
         tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
     use_threads(threads)
     check_tracking(tracking_uri)
@@ -249,7 +252,7 @@ def ui(storage, tracking_uri, port, dashboard_port) -> None:
 @o.cache_dir
 @click.option("--size", type=click.IntRange(1), default=10, show_default=True,
               help="Greedy selection steps (a trial chosen k times has weight k/size).")
-@click.option("--metric", type=click.Choice(("accuracy", "log-loss", "cell-accuracy")),
+@click.option("--metric", type=click.Choice(("accuracy", "log-loss", "group-accuracy")),
               help="What the selection optimises on the out-of-fold predictions. [default: the study's]")
 @o.tta
 @click.option("--evaluate", "on_test", is_flag=True, help="Evaluate the ensemble once on TEST; log it to MLflow.")
@@ -287,9 +290,9 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
         for n, w in selection.members:
             click.echo(f"  trial {n:>4}  weight {w:.2f}")
         e, b = selection.ensemble_scores, selection.best_single_scores
-        click.echo(f"out-of-fold: ensemble accuracy {e['accuracy']:.4f}, log-loss {e['log-loss']:.4f}, per-cell "
-                   f"{e['cell-accuracy']:.4f} | best single trial ({selection.best_single}) accuracy "
-                   f"{b['accuracy']:.4f}, log-loss {b['log-loss']:.4f}, per-cell {b['cell-accuracy']:.4f}")
+        click.echo(f"out-of-fold: ensemble accuracy {e['accuracy']:.4f}, log-loss {e['log-loss']:.4f}, per-group "
+                   f"{e['group-accuracy']:.4f} | best single trial ({selection.best_single}) accuracy "
+                   f"{b['accuracy']:.4f}, log-loss {b['log-loss']:.4f}, per-group {b['group-accuracy']:.4f}")
     if on_test or export_dir or register_name:
         say("loading the members' fold bags ...")
         predictor = ens.build(handle, selection, tracker, cache_dir, tta)
@@ -299,10 +302,11 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
             result = ens.evaluate(handle, predictor, tracker, cache_dir, trials)
             out["evaluation"] = result
             if not as_json:
+                from search.results.evaluation import held_out_lines
+
                 for name, r in result["splits"].items():
-                    click.echo(f"{name}: accuracy {r['accuracy']:.4f} on {r['images']} images; per-cell accuracy "
-                               f"{r['cells']['cell_accuracy']:.4f} of {r['cells']['cells']} cells; macro F1 "
-                               f"{r['macro_f1']:.4f}")
+                    for line in held_out_lines(name, r):
+                        click.echo(line)
                 click.echo(f"MLflow: run {result['run_id']} in experiment {study_name}")
         if export_dir:
             folder = predictor.save(export_dir, force=force)

@@ -17,6 +17,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--trials", type=int, default=20, show_default=True,
               help="Finished trials (complete + pruned) the study should reach, across all launches.")
 @o.data_dir(required=True)
+@o.groups
 @o.cache_dir
 @o.storage
 @o.tracking_uri
@@ -28,7 +29,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--repeats", type=click.IntRange(1), default=1, show_default=True,
               help="Seeds per trial: the trial's value is their mean val_accuracy; each seed is a nested MLflow run.")
 @click.option("--cv", type=int, default=0, show_default=True, metavar="K",
-              help="Cross-validate each trial on K folds of TRAIN, grouped by original cell: the value is the mean "
+              help="Cross-validate each trial on K folds of TRAIN, grouped (--groups): the value is the mean "
                    "over folds, the trial's model the bag of its fold models. [default: one validation split]")
 @click.option("--metric", type=click.Choice(METRICS),
               help="What a trial's value measures on validation (all three are recorded). [default: log-loss with "
@@ -57,7 +58,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--grace-period", type=click.IntRange(2), default=30, show_default=True,
               help="Seconds without heartbeat after which a trial is failed and retried once.")
 @o.quiet
-def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name, sampler, pruner, repeats, cv, metric,
+def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, storage, tracking_uri, study_name, sampler, pruner, repeats, cv, metric,
            tta, epochs, patience, seed, sampler_seed, timeout, workers, threads, params, trials_per_worker, log_models,
            val_fraction, heartbeat_interval, grace_period, quiet) -> None:
     """Start a study, or continue it until it has --trials finished trials."""
@@ -69,6 +70,7 @@ def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name
     # Stored as absolute paths, so every later command means the same files from any folder.
     if study.endswith(".py"):
         study = str(Path(study).expanduser().resolve())
+    grouping = o.grouping(data_dir, groups_file, group_pattern)
     settings = SearchSettings(
         study=study, study_name=study_name or (Path(study).stem if study.endswith(".py") else study),
         study_digest=study_digest(study), storage=absolute_sqlite(storage), tracking_uri=absolute_sqlite(tracking_uri),
@@ -78,7 +80,8 @@ def launch(study, trials, data_dir, cache_dir, storage, tracking_uri, study_name
         metric=metric or ("log-loss" if cv >= 2 else "accuracy"), tta=tta,
         epochs=epochs, patience=patience, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers,
         threads=threads, params=o.parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
-        val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        groups=grouping.file, group_pattern=grouping.pattern)
     sys.exit(Launcher(settings, quiet=quiet).run())
 
 

@@ -171,7 +171,7 @@ def evaluate(handle, ensemble: EnsemblePredictor, tracker, cache_dir: str | None
     from search.settings import PARENT_RUN_ATTR
     from search.stores.tracking import TrialRun
 
-    data = load_dataset(handle.settings.data_dir, record_dir=cache_dir)
+    data = load_dataset(handle.settings.data_dir, record_dir=cache_dir, grouping=handle.settings.grouping())
     splits = {}
     for name in ("TEST", "TEST_SIMPLE"):
         if name not in data.splits:
@@ -186,7 +186,7 @@ def evaluate(handle, ensemble: EnsemblePredictor, tracker, cache_dir: str | None
             parts.append((idx, w, p))
         common = sorted(set.intersection(*(set(idx.tolist()) for idx, _, _ in parts)))
         probs = sum(w * p[np.isin(idx, common)] for idx, w, p in parts)
-        splits[name] = probs_report(split, np.asarray(common), probs, ensemble.classes)
+        splits[name] = probs_report(split, np.asarray(common), probs, ensemble.classes, frozenset(data.train.groups))
     if not splits:
         raise SearchError(f"data dir {handle.settings.data_dir} has no TEST split to evaluate on")
     run = TrialRun(tracker, handle.study.study_name, handle.study.user_attrs[PARENT_RUN_ATTR],
@@ -196,8 +196,10 @@ def evaluate(handle, ensemble: EnsemblePredictor, tracker, cache_dir: str | None
     metrics = {}
     for name, r in splits.items():
         metrics[f"{name.lower()}_accuracy"] = r["accuracy"]
-        metrics[f"{name.lower()}_cell_accuracy"] = r["cells"]["cell_accuracy"]
+        metrics[f"{name.lower()}_group_accuracy"] = r["groups"]["group_accuracy"]
         metrics[f"{name.lower()}_macro_f1"] = r["macro_f1"]
+        if r["clean"] is not None:
+            metrics[f"{name.lower()}_clean_accuracy"] = r["clean"]["accuracy"]
     for key, value in ensemble.info["selection"]["ensemble_oof"].items():
         metrics[f"oof_{key.replace('-', '_')}"] = value
     run.log_metrics(metrics)

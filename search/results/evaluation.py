@@ -1,7 +1,8 @@
 """Held-out evaluation of one trial's model on TEST (and TEST_SIMPLE): the first and only
-use of those splits. Image-level accuracy overstates how many cells are told apart (the
-public TEST has 71 original cells behind 2,487 images), so every result also reports
-per-cell accuracy: a majority vote over the augmented copies of each original cell."""
+use of those splits. Image-level accuracy overstates how many independent things are told
+apart (the public TEST has 71 fields behind 2,487 images), so every result also reports
+per-group accuracy (vote and mean probability), a 95% interval from resampling groups, and
+the same on *clean* TEST: without the images whose group is also in TRAIN."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -10,16 +11,16 @@ from typing import Sequence
 
 import numpy as np
 
-from search.metrics import cell_votes, classification_metrics  # noqa: F401  (part of this module's API)
+from search.metrics import classification_metrics, group_bootstrap, group_votes, mean_log_loss
 from search.record import TrialRecord
 
 
 def study_row(accuracy: float, size_mb: float | None, epochs: float | None, converged: bool | None,
-              cell_accuracy: float | None = None) -> str:
+              group_accuracy: float | None = None) -> str:
     """The study's table row: accuracy, model size (MB), epochs, converged."""
     parts = [f"accuracy {accuracy:.3f}"]
-    if cell_accuracy is not None:
-        parts.append(f"per-cell {cell_accuracy:.3f}")
+    if group_accuracy is not None:
+        parts.append(f"per-group {group_accuracy:.3f}")
     parts += [f"model size {size_mb:.1f} MB" if size_mb is not None else "model size ?",
               f"epochs {epochs:g}" if epochs is not None else "epochs ?",
               "converged" if converged else "not converged"]
@@ -34,16 +35,53 @@ def predict_split(model, cache, batch_size: int = 128) -> tuple[np.ndarray, np.n
     return idx, np.asarray(model.predict(make_batches(cache, idx, batch_size), verbose=0))
 
 
-def probs_report(split, idx: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict:
-    """Image-level metrics and per-cell votes of class probabilities on a held-out split."""
+def probs_report(split, idx: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+                 train_groups: frozenset[str] = frozenset()) -> dict:
+    """Image-level metrics, per-group verdicts and an interval over groups of class
+    probabilities on a held-out split; with train_groups, the same on its clean part."""
     y_true = split.labels[idx]
-    report = classification_metrics(y_true, probs, classes)
-    report["cells"] = cell_votes([split.groups[i] for i in idx], y_true, probs)
+    groups = [split.groups[i] for i in idx]
+    report = _scored(y_true, probs, groups, classes)
+    shared = np.asarray([g in train_groups for g in groups], dtype=bool)
+    report["clean"] = None if shared.all() else {
+        **_scored(y_true[~shared], probs[~shared], [g for g, s in zip(groups, shared) if not s], classes),
+        "excluded_images": int(shared.sum()),
+        "excluded_groups": sorted({g for g, s in zip(groups, shared) if s})}
     return report
 
 
+def _scored(y_true: np.ndarray, probs: np.ndarray, groups: list[str], classes: Sequence[str]) -> dict:
+    report = classification_metrics(y_true, probs, classes)
+    report["log_loss"] = mean_log_loss(y_true, probs)
+    report["groups"] = group_votes(groups, y_true, probs)
+    report["accuracy_ci95"] = list(group_bootstrap(y_true, probs.argmax(axis=1), groups))
+    return report
+
+
+def held_out_lines(name: str, r: dict) -> list[str]:
+    """A held-out split's result for people: whole, then clean (what a new field would see)."""
+    lines = [f"{name}: {_summary(r)}"]
+    clean = r.get("clean")
+    if clean is None:
+        lines.append(f"  clean {name}: none (every image's group is also in TRAIN)")
+    elif clean["excluded_images"]:
+        lines.append(f"  clean {name} (without {clean['excluded_images']} images of {len(clean['excluded_groups'])} "
+                     f"group(s) also in TRAIN: {', '.join(clean['excluded_groups'][:6])}"
+                     f"{' ...' if len(clean['excluded_groups']) > 6 else ''}): {_summary(clean)}")
+    else:
+        lines.append(f"  clean {name}: the whole split (no group of it is in TRAIN)")
+    return lines
+
+
+def _summary(r: dict) -> str:
+    g, (lo, hi) = r["groups"], r["accuracy_ci95"]
+    return (f"accuracy {r['accuracy']:.4f} [95% over groups {lo:.3f}, {hi:.3f}] on {r['images']} images; "
+            f"per-group {g['group_accuracy']:.4f} by vote, {g['group_accuracy_mean_prob']:.4f} by mean probability "
+            f"({g['groups']} groups); log-loss {r['log_loss']:.4f}; macro F1 {r['macro_f1']:.4f}")
+
+
 def split_report(model, split, cache, classes: Sequence[str], batch_size: int = 128) -> dict:
-    """Image-level metrics and per-cell votes of a model on one held-out split's cache."""
+    """Image-level metrics and per-group votes of a model on one held-out split's cache."""
     idx, probs = predict_split(model, cache, batch_size)
     report = probs_report(split, idx, probs, classes)
     report["unreadable"] = len(cache.unreadable)
@@ -87,7 +125,8 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
     models = [with_tta(m, tta) for m in (members or [predictor.model])]
     what = (f"the bag of its {len(models)} {kind} models (mean probabilities)" if members else "the trial's model") + (
         f", TTA {tta}" if tta != "none" else "")
-    data = load_dataset(handle.settings.data_dir, record_dir=cache_dir)
+    data = load_dataset(handle.settings.data_dir, record_dir=cache_dir, grouping=handle.settings.grouping())
+    train_groups = frozenset(data.train.groups)
     splits: dict[str, dict] = {}
     metrics: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bloodsearch-eval-") as tmp:
@@ -100,18 +139,22 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
                                                   digest=trial.unet, tracker=tracker))
             runs = [predict_split(m, cache, batch_size) for m in models]
             idx = runs[0][0]
-            report = probs_report(split, idx, np.mean([p for _, p in runs], axis=0), predictor.classes)
+            report = probs_report(split, idx, np.mean([p for _, p in runs], axis=0), predictor.classes, train_groups)
             report["unreadable"] = len(cache.unreadable)
             prefix = name.lower()
             if len(models) > 1:
                 alone = [probs_report(split, idx, p, predictor.classes) for _, p in runs]
                 report["per_model"] = {"kind": kind, "accuracy": asdict(Spread.of([r["accuracy"] for r in alone])),
-                                       "cell_accuracy": asdict(Spread.of([r["cells"]["cell_accuracy"] for r in alone]))}
+                                       "group_accuracy": asdict(Spread.of([r["groups"]["group_accuracy"] for r in alone]))}
                 metrics[f"{prefix}_{kind}_accuracy_mean"] = report["per_model"]["accuracy"]["mean"]
                 metrics[f"{prefix}_{kind}_accuracy_std"] = report["per_model"]["accuracy"]["std"]
             splits[name] = report
             metrics[f"{prefix}_accuracy"] = report["accuracy"]
-            metrics[f"{prefix}_cell_accuracy"] = report["cells"]["cell_accuracy"]
+            metrics[f"{prefix}_group_accuracy"] = report["groups"]["group_accuracy"]
+            metrics[f"{prefix}_log_loss"] = report["log_loss"]
+            if report["clean"] is not None:
+                metrics[f"{prefix}_clean_accuracy"] = report["clean"]["accuracy"]
+                metrics[f"{prefix}_clean_group_accuracy"] = report["clean"]["groups"]["group_accuracy"]
             metrics[f"{prefix}_macro_f1"] = report["macro_f1"]
             for cls, m in report["per_class"].items():
                 for key in ("precision", "recall", "f1"):
@@ -133,7 +176,7 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
         tracker.log_evaluation(trial.run_id, metrics, tmp, "evaluation" if tta == "none" else f"evaluation-tta-{tta}")
     test = splits.get("TEST") or next(iter(splits.values()))
     row = study_row(test["accuracy"], trial.model_size_mb, trial.epochs_run, trial.converged,
-                    test["cells"]["cell_accuracy"])
+                    test["groups"]["group_accuracy"])
     if "per_model" in test:
         a, k = test["per_model"]["accuracy"], test["per_model"]["kind"]
         row = (f"bag of {a['n']} {k}s: {row} | each {k} alone {a['mean']:.3f} ± {a['std']:.3f} "

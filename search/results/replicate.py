@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from preprocessing.groups import Grouping
 from studies import TrialConfig
 
 from search.errors import SearchError
@@ -40,6 +41,7 @@ class Replication:
     unet: str | None = None  # a trial's U-Net digest (mask=unet): the one its replicas mask with
     cv: int = 0  # K >= 2: each seed trains K fold models and is judged as their bag
     tta: str = "none"  # test-time augmentation of each seed's TEST predictions
+    grouping: Grouping = Grouping()  # the study's groups: its folds, and what clean TEST leaves out
 
 
 # What `search replicate --study` uses when no study stored its own.
@@ -53,11 +55,13 @@ def of_trial(handle, trial, epochs: int | None = None, patience: int | None = No
     s = handle.settings
     return Replication(f"{s.study_name}-trial{trial.number}", trial.config, s.data_dir, epochs or s.epochs,
                        patience or s.patience, s.seed if seed is None else seed, s.val_fraction,
-                       {"study_name": s.study_name, "trial": trial.number}, unet=trial.unet, cv=s.cv, tta=tta)
+                       {"study_name": s.study_name, "trial": trial.number}, unet=trial.unet, cv=s.cv, tta=tta,
+                       grouping=s.grouping())
 
 
 def of_study(study: str, fixed: dict[str, str], data_dir: str, epochs: int | None = None,
-             patience: int | None = None, seed: int | None = None, tta: str = "none", cv: int = 0) -> Replication:
+             patience: int | None = None, seed: int | None = None, tta: str = "none", cv: int = 0,
+             grouping: Grouping = Grouping()) -> Replication:
     """A shipped or .py study's fixed configuration (e.g. seed-fcn), with --param overrides."""
     from studies import check_params, load_study
 
@@ -65,7 +69,7 @@ def of_study(study: str, fixed: dict[str, str], data_dir: str, epochs: int | Non
     name = Path(study).stem if study.endswith(".py") else study
     return Replication(name, config, data_dir, epochs or DEFAULT_EPOCHS, patience or DEFAULT_PATIENCE,
                        DEFAULT_SEED if seed is None else seed, DEFAULT_VAL_FRACTION, {"study": study, **fixed},
-                       cv=cv, tta=tta)
+                       cv=cv, tta=tta, grouping=grouping)
 
 
 @dataclass
@@ -91,7 +95,8 @@ def replicate(rep: Replication, repeats: int, tracker: Tracker, cache_dir: str |
     def unets(spec, train):  # a trial's replicas mask with the trial's own U-Net
         return masker_for(spec, train, cache_dir, digest=rep.unet, tracker=tracker)
 
-    provider = DataProvider(rep.data_dir, cache_dir, rep.val_fraction, rep.seed, unets=unets, cv=rep.cv)
+    provider = DataProvider(rep.data_dir, cache_dir, rep.val_fraction, rep.seed, unets=unets, cv=rep.cv,
+                            grouping=rep.grouping)
     dataset = provider.dataset
     if "TEST" not in dataset.splits:
         raise SearchError(f"--data-dir {rep.data_dir} has no TEST split to evaluate on")
@@ -149,7 +154,8 @@ def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -
                 say(f"seed {r + 1}/{len(seeds)}{where}: val {fits[-1].val_accuracy:.4f}, {result.epochs_run} epochs, "
                     f"{result.train_seconds:.0f} s; {time.time() - started:.0f} s in all")
                 del result
-            report = probs_report(test, idx, np.mean(probs, axis=0), provider.dataset.classes)
+            report = probs_report(test, idx, np.mean(probs, axis=0), provider.dataset.classes,
+                                  frozenset(dataset.train.groups))
             state = "COMPLETE"
         finally:
             run.end(state)
@@ -158,11 +164,12 @@ def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -
         converged = all(f.converged for f in fits)
         size_mb = sum(f.model_size_mb for f in fits)  # a bag's size is its members'
         seed_result = SeedResult(seed, val, epochs, converged, size_mb, report["accuracy"],
-                                 report["cells"]["cell_accuracy"])
+                                 report["groups"]["group_accuracy"])
         metrics = {**fits[0].metrics(), "best_val_accuracy": val, "epochs_run": epochs, "converged": float(converged),
                    "model_size_mb": size_mb, "train_seconds": sum(f.train_seconds for f in fits),
-                   "test_accuracy": report["accuracy"], "test_cell_accuracy": report["cells"]["cell_accuracy"],
-                   "test_macro_f1": report["macro_f1"],
+                   "test_accuracy": report["accuracy"], "test_group_accuracy": report["groups"]["group_accuracy"],
+                   "test_macro_f1": report["macro_f1"], "test_log_loss": report["log_loss"],
+                   **({"test_clean_accuracy": report["clean"]["accuracy"]} if report["clean"] else {}),
                    **{f"test_recall_{c}": m["recall"] for c, m in report["per_class"].items()}}
         run.log_metrics(metrics)
         results.append(seed_result)
@@ -170,14 +177,14 @@ def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -
                          "confusion_matrix": report["confusion_matrix"]})
         what = f"bag of {len(fits)} folds" if len(fits) > 1 else "model"
         say(f"seed {r + 1}/{len(seeds)} ({seed}): TEST accuracy {report['accuracy']:.4f} ({what}"
-            f"{', TTA ' + rep.tta if rep.tta != 'none' else ''}), per-cell {report['cells']['cell_accuracy']:.4f}, "
+            f"{', TTA ' + rep.tta if rep.tta != 'none' else ''}), per-group {report['groups']['group_accuracy']:.4f}, "
             f"val {val:.4f}")
     return results, per_seed
 
 
 def _log_summary(parent: TrialRun, summary: RepeatSummary, per_seed: list[dict], classes) -> None:
     parent.log_metrics(summary.metrics("test_"))
-    columns = ["repeat", "seed", "test_accuracy", "test_cell_accuracy", "best_val_accuracy", "epochs_run",
+    columns = ["repeat", "seed", "test_accuracy", "test_group_accuracy", "best_val_accuracy", "epochs_run",
                "converged", "model_size_mb", "train_seconds"]
     with tempfile.TemporaryDirectory(prefix="bloodsearch-replicate-") as tmp:
         out = Path(tmp)

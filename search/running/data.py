@@ -11,6 +11,7 @@ import numpy as np
 
 from preprocessing import (DataSet, ImageCache, ImageSet, ImageSpec, PreprocessConfig, ScalingStats, Split, build_cache,
                            cv_folds, fit_scaling, load_dataset, validation_split)
+from preprocessing.groups import Grouping
 from preprocessing.masks import BatchMasker
 
 log = logging.getLogger("bloodsearch.data")
@@ -36,13 +37,15 @@ class DataProvider:
     """Memoises per process; the caches on disk are shared between processes."""
 
     def __init__(self, data_dir: str, cache_dir: str | None, val_fraction: float, seed: int,
-                 unets: Callable[[ImageSpec, ImageSet], BatchMasker | None] | None = None, cv: int = 0) -> None:
+                 unets: Callable[[ImageSpec, ImageSet], BatchMasker | None] | None = None, cv: int = 0,
+                 grouping: Grouping | None = None) -> None:
         """unets: the masker for a mask=unet spec (a study's: search.running.unet.StudyUnets);
         default: the current U-Net of this data set, trained first if there is none.
         cv: K >= 2 makes K grouped folds (get(config, fold)); else one validation split."""
         self.data_dir, self.cache_dir = data_dir, cache_dir
         self.val_fraction, self.seed, self.cv = val_fraction, seed, cv
         self.unets = unets
+        self.grouping = grouping or Grouping()
         self._prepare = lru_cache(maxsize=8)(self._prepare_uncached)
         self._stats = lru_cache(maxsize=40)(self._stats_uncached)
         self._dataset: DataSet | None = None
@@ -50,7 +53,7 @@ class DataProvider:
     @property
     def dataset(self) -> DataSet:
         if self._dataset is None:
-            self._dataset = load_dataset(self.data_dir, record_dir=self.cache_dir)
+            self._dataset = load_dataset(self.data_dir, record_dir=self.cache_dir, grouping=self.grouping)
         return self._dataset
 
     def _prepare_uncached(self, spec: ImageSpec) -> tuple[ImageCache, list[Split], str | None]:
@@ -60,8 +63,8 @@ class DataProvider:
 
             masker = (self.unets or (lambda s, train: masker_for(s, train, self.cache_dir)))(spec, self.dataset.train)
         cache = build_cache(self.dataset.train, spec, self.cache_dir, masker=masker)
-        # Splits depend on the seed and the readable files only, so every trial of a study,
-        # whatever its preprocessing, validates on the same cells (fold by fold with --cv).
+        # Splits depend on the seed, the groups and the readable files only, so every trial of a
+        # study, whatever its preprocessing, validates on the same groups (fold by fold with --cv).
         splits = (cv_folds(self.dataset.train, self.cv, self.seed, valid=cache.valid) if self.cv >= 2
                   else [validation_split(self.dataset.train, self.val_fraction, self.seed, valid=cache.valid)])
         return cache, splits, masker.model_id if masker else None

@@ -46,14 +46,15 @@ def _first_line(exc: BaseException) -> str:
 
 def validate(settings: SearchSettings) -> dict:
     """Every check that can fail on user input, before anything is created. Returns what
-    identifies the data: TRAIN's file listing (names and sizes) and its size."""
+    identifies the data (TRAIN's file listing, names and sizes, and its size) and a line
+    saying how it was grouped and split. Sets settings.groups_digest from the data."""
     if settings.study_digest and study_digest(settings.study) != settings.study_digest:
         raise SearchError(f"study file {settings.study} changed since the study was created (its content digest was "
                           f"{settings.study_digest}); restore it, or launch the new version under another --study-name")
     try:
         suggest = load_study(settings.study)
         check_params(suggest, settings.params, settings.study)
-        data = load_dataset(settings.data_dir, record_dir=settings.cache_dir)
+        data = load_dataset(settings.data_dir, record_dir=settings.cache_dir, grouping=settings.grouping())
         # Unreadable files can leave a class empty or too small to split: say so now, not
         # as a one-class model with val_accuracy 1.0 in trial 0.
         ok = readable(data.train, settings.cache_dir)
@@ -62,9 +63,9 @@ def validate(settings: SearchSettings) -> dict:
             if settings.repeats > 1:
                 raise SearchError(f"--cv {settings.cv} with --repeats {settings.repeats}: give one of them (seeds x "
                                   f"folds would train {settings.cv * settings.repeats} models per trial)")
-            cv_folds(data.train, settings.cv, settings.seed, valid=ok)  # K no larger than the smallest class's cells
+            splits = cv_folds(data.train, settings.cv, settings.seed, valid=ok)  # K <= the smallest class's groups
         else:
-            validation_split(data.train, settings.val_fraction, settings.seed, valid=ok)
+            splits = [validation_split(data.train, settings.val_fraction, settings.seed, valid=ok)]
     except (StudyError, ParamError, DataError) as exc:
         raise SearchError(str(exc)) from None
     if settings.metric not in METRICS:
@@ -81,7 +82,22 @@ def validate(settings: SearchSettings) -> dict:
     check_pruner(settings.pruner, settings.repeats, settings.cv)
     check_storage(settings.storage)
     check_tracking(settings.tracking_uri)
-    return {"listing": data.train.listing, "images": len(data.train), "cells": len(set(data.train.groups))}
+    settings.groups_digest = data.train.groups_digest
+    return {"listing": data.train.listing, "images": len(data.train), "groups": len(set(data.train.groups)),
+            "grouping": grouping_line(data, splits)}
+
+
+def grouping_line(data, splits) -> str:
+    """How TRAIN was grouped and what its validation achieved, in one line."""
+    train = data.train
+    per_class = train.group_counts()
+    held = [sum(side["groups"] for side in s.report["val"].values()) for s in splits]
+    shares = [s.report["held_out_share"] for s in splits]
+    what = (f"{len(splits)} folds validating {min(held)}-{max(held)} groups each" if len(splits) > 1 else
+            f"validation holds {held[0]} groups ({shares[0]:.0%} of TRAIN's)")
+    classes = ", ".join(f"{c} {n}" for c, n in per_class.items())
+    return (f"{data.grouping.describe()}: {len(set(train.groups))} groups in TRAIN ({classes}); {what}, "
+            f"no group on both sides")
 
 
 def check_unchanged(study: optuna.Study, settings: SearchSettings, data_id: dict) -> list[str]:
@@ -100,8 +116,8 @@ def check_unchanged(study: optuna.Study, settings: SearchSettings, data_id: dict
     known = study.user_attrs.get(DATA_ATTR)
     if known and known["listing"] != data_id["listing"]:
         raise SearchError(f"--data-dir {settings.data_dir}: its TRAIN files differ from the ones study {name} was "
-                          f"created on ({data_id['images']} images of {data_id['cells']} cells here, "
-                          f"{known['images']} of {known['cells']} there); it would validate on another split")
+                          f"created on ({data_id['images']} images here, {known['images']} there); it would validate "
+                          f"on another split")
     return [f"{option} is now {now} (was {was})" for option, was, now in stored.differences(settings, CHANGEABLE)]
 
 
@@ -128,7 +144,7 @@ def open_study(settings: SearchSettings, tracker: Tracker, create: bool, data_id
     if store_settings or SETTINGS_ATTR not in study.user_attrs:
         study.set_user_attr(SETTINGS_ATTR, settings.to_json())
     if DATA_ATTR not in study.user_attrs:
-        study.set_user_attr(DATA_ATTR, data_id)
+        study.set_user_attr(DATA_ATTR, {k: v for k, v in data_id.items() if k != "grouping"})
     if PARENT_RUN_ATTR not in study.user_attrs:
         study.set_user_attr(PARENT_RUN_ATTR, tracker.parent_run(settings.study_name, settings.mlflow_params()))
     return study
@@ -310,6 +326,8 @@ class Launcher:
         data_id = validate(s)
         tracker = Tracker(s.tracking_uri)
         study = open_study(s, tracker, self.create, data_id, self.store_settings)
+        if not self.quiet:
+            print(f"study {s.study_name}: {data_id['grouping']}", file=sys.stderr)
         self._warn_about_sqlite(study)
         recovered = recover_local_orphans(study, tracker, live=set())
         if recovered and not self.quiet:

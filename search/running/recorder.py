@@ -57,7 +57,7 @@ class TrialRecorder:
 
         summary = summarize(self.fits)
         means = {f"val_{name.replace('-', '_')}_mean": sum(f.scores()[name] for f in self.fits) / len(self.fits)
-                 for name in ("accuracy", "log-loss", "cell-accuracy") if None not in (f.scores()[name] for f in self.fits)}
+                 for name in ("accuracy", "log-loss", "group-accuracy") if None not in (f.scores()[name] for f in self.fits)}
         run.log_metrics({**summary.metrics("val_"), **means, "best_val_accuracy": summary.accuracy.mean,
                          "epochs_run": summary.epochs.mean, "params_count": self.fits[0].params_count})
         run.set_tags({"converged": summary.convergence_rate == 1.0, "metric": metric})

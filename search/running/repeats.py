@@ -26,7 +26,7 @@ class SeedResult:
     converged: bool
     model_size_mb: float | None = None
     test_accuracy: float | None = None
-    test_cell_accuracy: float | None = None
+    test_group_accuracy: float | None = None
 
 
 @dataclass
@@ -50,15 +50,15 @@ class RepeatSummary:
     epochs: Spread
     convergence_rate: float
     model_size_mb: float | None
-    cell_accuracy: Spread | None = None
+    group_accuracy: Spread | None = None
 
     def row(self) -> str:
         """The study's row: accuracy mean ± std [min, max] | model size | epochs | convergence."""
         a, e = self.accuracy, self.epochs
         parts = [f"{self.accuracy_split} accuracy {a.mean:.3f} ± {a.std:.3f} [{a.min:.3f}, {a.max:.3f}] (n={a.n})"]
-        if self.cell_accuracy is not None:
-            c = self.cell_accuracy
-            parts.append(f"per-cell {c.mean:.3f} ± {c.std:.3f}")
+        if self.group_accuracy is not None:
+            c = self.group_accuracy
+            parts.append(f"per-group {c.mean:.3f} ± {c.std:.3f}")
         parts += [f"model size {self.model_size_mb:.1f} MB" if self.model_size_mb is not None else "model size ?",
                   f"epochs {e.mean:.0f} ± {e.std:.0f}", f"convergence {100 * self.convergence_rate:.0f}%"]
         return " | ".join(parts)
@@ -69,9 +69,9 @@ class RepeatSummary:
                f"{prefix}accuracy_min": self.accuracy.min, f"{prefix}accuracy_max": self.accuracy.max,
                "epochs_mean": self.epochs.mean, "epochs_std": self.epochs.std,
                "convergence_rate": self.convergence_rate, "repeats_run": float(self.accuracy.n)}
-        if self.cell_accuracy is not None:
-            out.update({f"{prefix}cell_accuracy_mean": self.cell_accuracy.mean,
-                        f"{prefix}cell_accuracy_std": self.cell_accuracy.std})
+        if self.group_accuracy is not None:
+            out.update({f"{prefix}group_accuracy_mean": self.group_accuracy.mean,
+                        f"{prefix}group_accuracy_std": self.group_accuracy.std})
         if self.model_size_mb is not None:
             out["model_size_mb"] = self.model_size_mb
         return out
@@ -87,11 +87,11 @@ def summarize(results: Sequence) -> RepeatSummary:
     tests = [getattr(r, "test_accuracy", None) for r in results]
     on_test = all(a is not None for a in tests)
     accuracy = tests if on_test else [r.val_accuracy for r in results]
-    cells = [getattr(r, "test_cell_accuracy", None) for r in results]
+    cells = [getattr(r, "test_group_accuracy", None) for r in results]
     sizes = [r.model_size_mb for r in results if r.model_size_mb is not None]
     return RepeatSummary(
         accuracy=Spread.of(accuracy), accuracy_split="test" if on_test else "validation",
         epochs=Spread.of([r.epochs_run for r in results]),
         convergence_rate=sum(r.converged for r in results) / len(results),
         model_size_mb=float(np.mean(sizes)) if sizes else None,
-        cell_accuracy=Spread.of(cells) if on_test and all(c is not None for c in cells) else None)
+        group_accuracy=Spread.of(cells) if on_test and all(c is not None for c in cells) else None)

@@ -72,7 +72,7 @@ class TrainResult:
                          best_epoch=self.best_epoch, converged=self.converged, diverged=self.diverged,
                          train_seconds=round(self.train_seconds, 3), params_count=self.params_count,
                          model_size_mb=model_size_mb, fold=fold, val_loss=round(s["log-loss"], 6),
-                         val_cell_accuracy=round(s["cell-accuracy"], 6))
+                         val_group_accuracy=round(s["group-accuracy"], 6))
 
 
 def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int,

@@ -103,7 +103,7 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
     unets = StudyUnets(study, tracker, settings.cache_dir, settings.data_dir)
     objective = Objective(settings, load_study(settings.study), tracker,
                           DataProvider(settings.data_dir, settings.cache_dir, settings.val_fraction, settings.seed,
-                                       unets=unets, cv=settings.cv))
+                                       unets=unets, cv=settings.cv, grouping=settings.grouping()))
     rules = StopRules(settings.trials)
     try:
         study.optimize(objective, n_trials=max_trials, timeout=timeout, callbacks=[rules],

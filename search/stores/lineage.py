@@ -3,16 +3,17 @@
 A trial's run (and each fold's or seed's run) gets two run inputs: its training images and
 its validation images, with context `training` / `validation`, so the MLflow UI shows on
 every run which data it learned from and was judged on. Each is named after the data set,
-its split and side (`blood-cells/TRAIN training`, `... fold 2 validation`), has the image
-set's fingerprint of file names and sizes as digest (the one a study is fixed to: the same
-files on any machine give the same digest; the cache's fingerprint, which also hashes mtimes,
-is in the profile) and the data folder as source, and a profile with images and original
-cells per class (and the split's seed, share and fold).
+its split and side (`blood-cells/TRAIN training`, `... fold 2 validation`), has as digest
+the image set's listing of file names and sizes with the digest of its groups (what a study
+is fixed to: the same files and groups on any machine give the same digest; the cache's
+fingerprint, which also hashes mtimes, is in the profile) and the data folder as source, and
+a profile with images and groups per class (and the split's seed, share and fold).
 MLflow keeps one dataset per name and digest in an experiment, so every trial of a study
 points at the same two (or 2K) datasets.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 
@@ -31,13 +32,14 @@ class SplitSide(Dataset):
         per_class = report[side]
         self._profile = {
             "split": SIDES[side], "images": sum(v["images"] for v in per_class.values()),
-            "cells": sum(v["cells"] for v in per_class.values()), "per_class": per_class,
-            "listing": image_set.listing, "fingerprint": image_set.fingerprint, "split_seed": report.get("seed"),
+            "groups": sum(v["groups"] for v in per_class.values()), "per_class": per_class,
+            "listing": image_set.listing, "groups_digest": image_set.groups_digest,
+            "fingerprint": image_set.fingerprint, "split_seed": report.get("seed"),
             **{k: report[k] for k in ("fraction", "held_out_share", "fold", "folds") if report.get(k) is not None}}
-        super().__init__(_folder(image_set.root), name=name, digest=image_set.listing)
+        super().__init__(_folder(image_set.root), name=name, digest=self._compute_digest())
 
-    def _compute_digest(self) -> str:  # the digest is always given: the image set's listing
-        return self._profile["listing"]
+    def _compute_digest(self) -> str:  # the same files split by other groups are another data set
+        return hashlib.sha256(f"{self._profile['listing']}/{self._profile['groups_digest']}".encode()).hexdigest()[:16]
 
     @property
     def profile(self) -> dict:
