@@ -33,7 +33,7 @@ class Grouping:
             try:
                 re.compile(self.pattern)
             except re.error as exc:
-                raise DataError(f"--group-pattern {self.pattern!r} is not a regular expression ({exc})") from None
+                raise DataError(f"--group-pattern '{self.pattern}' is not a regular expression ({exc})") from None
 
     @property
     def key(self) -> str:
@@ -44,7 +44,7 @@ class Grouping:
         if self.file:
             return f"groups from {self.file}"
         if self.pattern:
-            return f"groups from file names by --group-pattern {self.pattern!r}"
+            return f"groups from file names by --group-pattern '{self.pattern}'"
         return "one group per file (no --groups or --group-pattern given)"
 
     def assign(self, files_by_split: dict[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -132,7 +132,7 @@ def _lookup(source: str, table: dict[str, _Row], rel: str) -> str:
 def _match(rx: re.Pattern, pattern: str, rel: str) -> str:
     m = rx.search(Path(rel).name)
     if not m:
-        raise DataError(f"--group-pattern {pattern!r} does not match {rel}")
+        raise DataError(f"--group-pattern '{pattern}' does not match {rel}")
     return m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
 
 

@@ -6,6 +6,7 @@ import json
 import click
 
 from search.cli import options as o
+from search.errors import SearchError
 
 
 @click.group()
@@ -49,6 +50,43 @@ def inspect(data_dir, groups_file, group_pattern, sheet, per_class, size, as_jso
         for u in split["unreadable"]:
             click.echo(f"  unreadable: {u['file']} ({u['error']})")
     click.echo(f"contact sheet: {sheet}")
+
+
+@data.command("audit")
+@o.data_dir(required=True)
+@o.groups
+@click.option("--cv", type=click.IntRange(0), default=3, show_default=True, metavar="K",
+              help="Audit the K folds a --cv K study would make (0: the single --val-fraction split).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The folds' seed, as a study's --seed.")
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--split-groups", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Make the folds with these groups instead (to see what another grouping leaks).")
+@click.option("--split-pattern", metavar="REGEX", help="Make the folds with groups read from file names by REGEX.")
+@click.option("--split-per-file", is_flag=True, help="Make the folds with one group per file.")
+@o.as_json
+def audit(data_dir, groups_file, group_pattern, cv, seed, val_fraction, split_groups, split_pattern, split_per_file,
+          as_json) -> None:
+    """Held-out images that share a group with their training images: TEST and TEST_SIMPLE
+    against TRAIN, and each validation fold against its training folds."""
+    from preprocessing import load_dataset
+    from preprocessing.audit import audit as run_audit, table
+    from preprocessing.groups import Grouping
+
+    if sum(map(bool, (split_groups, split_pattern, split_per_file))) > 1:
+        raise SearchError("give at most one of --split-groups, --split-pattern, --split-per-file")
+    reference = o.grouping(data_dir, groups_file, group_pattern)
+    data = load_dataset(data_dir, grouping=reference)
+    split_by = None
+    if split_groups or split_pattern or split_per_file:
+        split_by = load_dataset(data_dir, grouping=Grouping() if split_per_file else
+                                o.grouping(data_dir, split_groups, split_pattern))
+    rows = run_audit(data, split_by, cv, seed, val_fraction)
+    if as_json:
+        click.echo(json.dumps({"reference": reference.describe(), "split_by": (split_by or data).grouping.describe(),
+                               "rows": [r.to_dict() for r in rows]}, indent=1))
+        return
+    for line in table(rows, reference.describe(), (split_by or data).grouping.describe()):
+        click.echo(line)
 
 
 @click.group()
