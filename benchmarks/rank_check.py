@@ -50,7 +50,7 @@ def evaluate(handle, trial, tracker, cache_dir: str | None) -> dict:
 
     predictor = from_trial(handle, trial, tracker, cache_dir, whole=False)
     members, _ = member_models(trial, tracker)
-    data = load_dataset(handle.settings.data_dir, record_dir=cache_dir)
+    data = load_dataset(handle.settings.data_dir, record_dir=cache_dir, grouping=handle.settings.grouping())
     out = {}
     for name in ("TEST", "TEST_SIMPLE"):
         split = data.splits[name]

@@ -116,6 +116,9 @@ def resume(study_name, storage, tracking_uri, trials, workers, threads, timeout,
 @o.storage
 @o.study_tracking_uri
 @o.data_dir(help="This machine's copy of the data. [default: the launch's]")
+@click.option("--groups", "groups_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="This machine's copy of the study's groups CSV; it must group TRAIN as the launch's did. "
+                   "[default: the launch's]")
 @o.cache_dir
 @click.option("--heartbeat-interval", type=click.IntRange(1))
 @click.option("--grace-period", type=click.IntRange(2))
@@ -123,13 +126,15 @@ def resume(study_name, storage, tracking_uri, trials, workers, threads, timeout,
                                             "launch's --timeout is the launch's own]")
 @o.threads
 @o.quiet
-def worker(study_name, storage, tracking_uri, data_dir, cache_dir, heartbeat_interval, grace_period, timeout,
-           threads, quiet) -> None:
+def worker(study_name, storage, tracking_uri, data_dir, groups_file, cache_dir, heartbeat_interval, grace_period,
+           timeout, threads, quiet) -> None:
     """Join an existing study (from any machine) and work until it has its trial count."""
     from search.running.launcher import Launcher
 
     settings = _stored_settings(study_name, storage, tracking_uri)
     settings.timeout = timeout
+    if groups_file:
+        settings.groups = str(Path(groups_file).expanduser().resolve())
     for key, value in (("data_dir", data_dir), ("cache_dir", cache_dir),
                        ("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period),
                        ("threads", threads)):
