@@ -66,8 +66,14 @@ def check_tracking(uri: str, timeout: float = 5.0, must_exist: bool = False) -> 
         why = ("MLflow's file store (a folder) is no longer supported" if scheme in ("file", "")
                else f"{parsed.scheme!r} is not a tracking-store scheme")
         raise SearchError(f"--tracking-uri {redact(uri)}: {why}; use {WORKING_FORMS}")
+    if scheme == "databricks":
+        return  # checked by the first call
     if scheme != "sqlite":
-        return  # other databases (postgresql://, databricks) are checked by the first call
+        from search.stores.storage import check_database
+
+        # Left to MLflow, an unreachable server cost minutes of retries and a traceback.
+        check_database(uri, "--tracking-uri")
+        return
     path = Path(uri.split(":///", 1)[-1]).expanduser().resolve()
     if must_exist and not path.is_file():
         raise SearchError(f"--tracking-uri {redact(uri)}: no such store ({path}); run the command where the study "
