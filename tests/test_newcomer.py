@@ -47,6 +47,54 @@ def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+# --- 1. export --force replaces only what an export wrote -----------------------------------
+
+@pytest.mark.slow
+def test_1_force_refuses_the_working_folder_its_parents_and_stores(study):
+    (study / "notes.txt").write_text("my notes")
+    before = _listing(study)
+    for out in (".", str(study)):
+        refused = run_search(study, "export", "--study-name", STUDY, "--out", out, "--force")
+        one_line_error(refused, f"--out {out}: is the working folder (holds ", "mlflow.db", "notes.txt", "optuna.db")
+    parent = run_search(study, "export", "--study-name", STUDY, "--out", "..", "--force")
+    one_line_error(parent, "--out ..: is a parent of the working folder")
+    ensemble = run_search(study, "ensemble", "--study-name", STUDY, "--export", ".", "--force")
+    one_line_error(ensemble, "--export .: is the working folder")
+    into_data = run_search(study, "export", "--study-name", STUDY, "--out", "data/exported", "--force")
+    one_line_error(into_data, "--out data/exported: is inside the data")
+    elsewhere = study.parent / f"{study.name}-elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    stores = run_search(elsewhere, "export", "--study-name", STUDY, "--storage", f"sqlite:///{study / 'optuna.db'}",
+                        "--out", str(study), "--force")
+    one_line_error(stores, f"--out {study}: holds the study's storage ({study / 'optuna.db'})")
+    assert _listing(study) == before and (study / "notes.txt").read_text() == "my notes"
+
+
+@pytest.mark.slow
+def test_1_force_replaces_an_earlier_export_and_nothing_else(study):
+    mine = study / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused = run_search(study, "export", "--study-name", STUDY, "--out", "mine", "--force")
+    one_line_error(refused, "--out mine: exists and was not written by an export (holds notes.txt)")
+    assert (mine / "notes.txt").read_text() == "keep"
+
+    first = run_search(study, "export", "--study-name", STUDY, "--out", "out")
+    assert first.returncode == 0, first.stderr
+    marker = json.loads((study / "out" / ".bloodsearch-export.json").read_text())
+    assert sorted(marker["written"]) == ["model.keras", "preprocess.json"]
+    again = run_search(study, "export", "--study-name", STUDY, "--out", "out")
+    one_line_error(again, "--out out: holds an earlier export; give --force to replace it")
+    forced = run_search(study, "export", "--study-name", STUDY, "--out", "out", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert _listing(study / "out") == [".bloodsearch-export.json", "model.keras", "preprocess.json"]
+
+    (study / "out" / "notes.txt").write_text("added after the export")
+    extra = run_search(study, "export", "--study-name", STUDY, "--out", "out", "--force")
+    one_line_error(extra, "--out out: holds files the export did not write (notes.txt)")
+    assert (study / "out" / "notes.txt").exists() and (study / "out" / "model.keras").exists()
+
+
 # --- 3. every credential form is masked -----------------------------------------------------
 
 URLS = [

@@ -255,7 +255,7 @@ def ui(storage, tracking_uri, port, dashboard_port) -> None:
 @click.option("--evaluate", "on_test", is_flag=True, help="Evaluate the ensemble once on TEST; log it to MLflow.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False),
               help="Write it as one model folder for `search predict --model`.")
-@click.option("--force", is_flag=True, help="With --export: replace a non-empty folder whole.")
+@click.option("--force", is_flag=True, help="With --export: replace an earlier export (only what that export wrote).")
 @o.register
 @o.alias
 @o.as_json
@@ -274,9 +274,12 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
     handle = _handle(study_name, storage, tracking_uri)
     tracker = study_tracker(handle)
     if export_dir:
-        from search.results.inference import check_destination
+        from search.results.destination import Destination, protected
 
-        check_destination(export_dir, force)
+        s = handle.settings
+        destination = Destination(Path(export_dir), force, "--export",
+                                  protected(storage, s.tracking_uri, s.data_dir, cache_dir))
+        destination.check()  # before minutes of choosing and downloading
     metric = metric or handle.settings.metric
     say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     say(f"choosing among the complete --cv trials of {study_name} on their out-of-fold predictions ...")
@@ -305,7 +308,7 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
                                f"{r['macro_f1']:.4f}")
                 click.echo(f"MLflow: run {result['run_id']} in experiment {study_name}")
         if export_dir:
-            folder = predictor.save(export_dir, force=force)
+            folder = predictor.save(destination)
             out["export"] = str(folder)
             if not as_json:
                 click.echo(f"exported the ensemble to {folder}")
