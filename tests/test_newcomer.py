@@ -95,6 +95,59 @@ def test_1_force_replaces_an_earlier_export_and_nothing_else(study):
     assert (study / "out" / "notes.txt").exists() and (study / "out" / "model.keras").exists()
 
 
+# --- 2. search ui passes credentials by environment and standard input ----------------------
+
+def _command_lines() -> str:
+    lines = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                lines.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue  # ended while we looked
+    return "\n".join(lines)
+
+
+@pytest.mark.slow
+@needs_pg
+def test_2_3_ui_and_a_postgresql_study_keep_passwords_off_command_lines_and_settings(tmp_path):
+    from preprocessing.synthetic import make_split_dataset
+
+    from search.settings import SETTINGS_ATTR
+
+    make_split_dataset(tmp_path / "data", cells_per_class=4, copies=2)
+    with fresh_database("newcomer_optuna") as optuna_db, fresh_database("newcomer_mlflow") as mlflow_db:
+        # The server trusts local connections: it ignores the passwords, the URLs still carry them.
+        storage = pg_url(optuna_db).replace("postgres@", f"postgres:{PASSWORD}@")
+        tracking = f"{pg_url(mlflow_db)}?sslmode=disable&password={PASSWORD}"
+        env = {**env_for(tmp_path), "SEARCH_STORAGE": storage, "SEARCH_TRACKING_URI": tracking}
+        launched = subprocess.run(search_cmd("launch", *TINY, "--trials", "1", "--data-dir", "data"), cwd=tmp_path,
+                                  env=env, capture_output=True, text=True, timeout=600)
+        assert launched.returncode == 0, launched.stderr
+        no_password(launched.stdout + launched.stderr)
+        import optuna
+
+        settings = optuna.load_study(study_name=STUDY, storage=pg_url(optuna_db)).user_attrs[SETTINGS_ATTR]
+        no_password(settings)
+        assert f"password={MASK}" in json.loads(settings)["tracking_uri"]
+
+        log = tmp_path / "ui.log"
+        ui = subprocess.Popen(search_cmd("ui", "--port", str(free_port()), "--dashboard-port", str(free_port())),
+                              cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: "Ctrl-C to stop." in log.read_text() or ui.poll() is not None, 240, "search ui")
+            shown = log.read_text()
+            assert ui.poll() is None, shown
+            assert f"study {STUDY}: http://127.0.0.1:" in shown  # the dashboard read its storage
+            running = _command_lines()
+            assert "search.results.dashboard" in running and "mlflow ui" in running
+            no_password(running)
+            no_password(shown)
+        finally:
+            ui.send_signal(signal.SIGTERM)
+            ui.wait(timeout=60)
+
+
 # --- 3. every credential form is masked -----------------------------------------------------
 
 URLS = [
