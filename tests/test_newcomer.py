@@ -233,3 +233,21 @@ def test_3_tracking_errors_never_show_a_password(tmp_path, uri, fragment):
     line = one_line_error(done, "--tracking-uri ", fragment)
     no_password(line)
     assert SIMPLE not in line
+
+
+# --- 4. export --register from any folder ---------------------------------------------------
+
+@pytest.mark.slow
+def test_4_register_from_another_folder_uses_the_given_tracking_store(study):
+    from mlflow import MlflowClient
+
+    elsewhere = study.parent / f"{study.name}-register"
+    elsewhere.mkdir(exist_ok=True)
+    tracking = f"sqlite:///{study / 'mlflow.db'}"
+    done = run_search(elsewhere, "export", "--study-name", STUDY, "--storage", f"sqlite:///{study / 'optuna.db'}",
+                      "--tracking-uri", tracking, "--register", "tiny-elsewhere", "--alias", "champion")
+    assert done.returncode == 0, done.stderr
+    assert "registered as model 'tiny-elsewhere' version 1" in done.stdout
+    assert _listing(elsewhere) == []  # no stray ./mlflow.db
+    version = MlflowClient(tracking_uri=tracking).get_model_version_by_alias("tiny-elsewhere", "champion")
+    assert version.run_id == load(study, STUDY).best_trial.user_attrs["run_id"]

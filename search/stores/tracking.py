@@ -231,9 +231,15 @@ class Tracker:
                 raise SearchError(f"--register {name}: {_one_line(exc)}") from None
         except Exception as exc:
             raise SearchError(f"--register {name}: {_one_line(exc)}") from None
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
         try:
-            version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
-                                                       model_id=model_id).version
+            # MLflow's database registry looks a models:/<id> source up with a client on the
+            # global tracking URI, not ours: run anywhere but the store's folder, the
+            # registration found no such model in ./mlflow.db (and created that file).
+            with _use_tracking_uri(self.uri):
+                version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                                           model_id=model_id).version
         except Exception as exc:
             raise SearchError(f"--register {name}: cannot add a version: {_one_line(exc)}") from None
         if alias:
