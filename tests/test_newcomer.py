@@ -251,3 +251,28 @@ def test_4_register_from_another_folder_uses_the_given_tracking_store(study):
     assert _listing(elsewhere) == []  # no stray ./mlflow.db
     version = MlflowClient(tracking_uri=tracking).get_model_version_by_alias("tiny-elsewhere", "champion")
     assert version.run_id == load(study, STUDY).best_trial.user_attrs["run_id"]
+
+
+# --- 5. MLflow telemetry is off unless turned on --------------------------------------------
+
+# MLflow keeps telemetry off by itself under pytest and CI: a user's shell has none of these.
+NOT_A_USERS_SHELL = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY",
+                     "XDG_CONFIG_HOME")
+
+
+def _as_a_user(workdir: Path, home: Path, **extra: str) -> dict:
+    env = {k: v for k, v in env_for(workdir).items() if k not in NOT_A_USERS_SHELL}
+    return {**env, "HOME": str(home), **extra}
+
+
+@pytest.mark.slow
+def test_5_mlflow_telemetry_is_off_by_default_and_can_be_turned_on(study, tmp_path):
+    def report(home: Path, **extra: str) -> Path:
+        done = subprocess.run(search_cmd("report", "--study-name", STUDY, "--out", str(tmp_path / home.name)),
+                              cwd=study, env=_as_a_user(study, home, **extra), capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr
+        return home / ".config" / "mlflow" / "telemetry.json"
+
+    assert not report(tmp_path / "home-default").exists()
+    assert report(tmp_path / "home-on", MLFLOW_DISABLE_TELEMETRY="false").exists()  # the documented switch
