@@ -127,10 +127,13 @@ def test_9_10_11_15_export_predict_replicate_and_quiet_output(work):
     done = run_search(work, "launch", *TINY, "--trials", "1", "--data-dir", "data", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "A new study created" not in done.stderr and "Creating initial MLflow database tables" not in done.stderr
+    from search.results.destination import MARKER
+
     (work / "out").mkdir()
-    (work / "out" / "unet.keras").write_text("stale")
+    (work / "out" / "unet.keras").write_text("stale")  # an earlier export's, of a model that masked
+    (work / "out" / MARKER).write_text(json.dumps({"written": ["unet.keras"]}))
     refused = run_search(work, "export", "--study-name", "seed-fcn", "--out", "out")
-    assert_one_line_error(refused, "--out out: exists and is not empty; give --force")
+    assert_one_line_error(refused, "--out out: holds an earlier export; give --force to replace it")
     forced = run_search(work, "export", "--study-name", "seed-fcn", "--out", "out", "--force")
     assert forced.returncode == 0 and not (work / "out" / "unet.keras").exists(), forced.stderr
     assert not [line for line in forced.stderr.splitlines() if "cuda" in line or "absl" in line], forced.stderr

@@ -89,7 +89,7 @@ def predict(paths, study_name, storage, trial_number, tracking_uri, cache_dir, m
               help="Log it to the trial's run as an MLflow model (a pyfunc that takes raw images).")
 @o.register
 @o.alias
-@click.option("--force", is_flag=True, help="Replace --out whole if it exists and is not empty.")
+@click.option("--force", is_flag=True, help="Replace an earlier export in --out (only what that export wrote).")
 @o.tta
 def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, log_model, register_name, alias, force,
            tta) -> None:
@@ -97,18 +97,20 @@ def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, log_
     that `search predict --model DIR` accepts (--out), and/or an MLflow model logged to the
     trial's run (--log-model) and registered (--register NAME [--alias champion]); with --tta
     the model applies it itself."""
-    from search.results.inference import check_destination
+    from search.results.destination import Destination, protected
 
     if not (out or log_model or register_name):
         raise SearchError("say where to: --out DIR, --log-model or --register NAME")
     if alias and not register_name:
         raise SearchError("--alias goes with --register")
     if out:
-        check_destination(out, force)  # before minutes of downloading
+        Destination(Path(out), force, "--out", protected(storage, tracking_uri, cache_dir=cache_dir)).check()
     handle, trial, tracker, predictor = _trial_predictor(study_name, storage, trial_number, tracking_uri, cache_dir,
                                                          tta)
     if out:
-        folder = predictor.save(out, force=force)
+        s = handle.settings
+        keep = protected(storage, s.tracking_uri, s.data_dir, cache_dir)
+        folder = predictor.save(Destination(Path(out), force, "--out", keep))
         click.echo(f"exported trial {trial.number} of {study_name} ({predictor.info['model']}) to {folder}")
     if log_model or register_name:
         _log_and_register(tracker, trial.run_id, predictor, f"{study_name}-{trial.number}", handle.settings.data_dir,

@@ -9,14 +9,25 @@ from search.stores.tracking import DEFAULT_TRACKING_URI
 
 TRACKING_ENV = ["SEARCH_TRACKING_URI", "MLFLOW_TRACKING_URI"]
 
+
+def normalised(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A password holding @ (user:p@ss@host) encoded, so SQLAlchemy reads the password the
+    user wrote instead of taking its tail for the host (and printing it in its error)."""
+    from search.urls import normalise
+
+    return normalise(value)
+
+
 storage = click.option(
     "--storage", envvar="SEARCH_STORAGE", show_envvar=True, default=DEFAULT_STORAGE, show_default=True,
+    callback=normalised,
     help="Optuna storage URL: sqlite:///file.db or postgresql+psycopg://user@host/db.")
 tracking_uri = click.option(
     "--tracking-uri", envvar=TRACKING_ENV, show_envvar=True, default=DEFAULT_TRACKING_URI, show_default=True,
+    callback=normalised,
     help="MLflow tracking URI: a local store or http://server:5000.")
 study_tracking_uri = click.option(
-    "--tracking-uri", envvar=TRACKING_ENV, show_envvar=True,
+    "--tracking-uri", envvar=TRACKING_ENV, show_envvar=True, callback=normalised,
     help="MLflow tracking URI. [default: the one the study was launched with]")
 cache_dir = click.option(
     "--cache-dir", envvar="BLOODSEARCH_CACHE_DIR", show_envvar=True,

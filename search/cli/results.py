@@ -130,7 +130,7 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
 @click.option("--epochs", type=click.IntRange(1), help="[default: the study's, or 20]")
 @click.option("--patience", type=click.IntRange(1), help="[default: the study's, or 5]")
 @click.option("--seed", type=int, help="Seeds the validation split and the repeats. [default: the study's, or 0]")
-@click.option("--tracking-uri", envvar=o.TRACKING_ENV, show_envvar=True,
+@click.option("--tracking-uri", envvar=o.TRACKING_ENV, show_envvar=True, callback=o.normalised,
               help="[default: the study's, or sqlite:///mlflow.db]")
 @click.option("--cv", type=int, default=0, metavar="K",
               help="With --study: train K folds per seed and judge their bag. [a trial: its study's]")
@@ -258,7 +258,7 @@ def ui(storage, tracking_uri, port, dashboard_port) -> None:
 @click.option("--evaluate", "on_test", is_flag=True, help="Evaluate the ensemble once on TEST; log it to MLflow.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False),
               help="Write it as one model folder for `search predict --model`.")
-@click.option("--force", is_flag=True, help="With --export: replace a non-empty folder whole.")
+@click.option("--force", is_flag=True, help="With --export: replace an earlier export (only what that export wrote).")
 @o.register
 @o.alias
 @o.as_json
@@ -277,9 +277,12 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
     handle = _handle(study_name, storage, tracking_uri)
     tracker = study_tracker(handle)
     if export_dir:
-        from search.results.inference import check_destination
+        from search.results.destination import Destination, protected
 
-        check_destination(export_dir, force)
+        s = handle.settings
+        destination = Destination(Path(export_dir), force, "--export",
+                                  protected(storage, s.tracking_uri, s.data_dir, cache_dir))
+        destination.check()  # before minutes of choosing and downloading
     metric = metric or handle.settings.metric
     say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     say(f"choosing among the complete --cv trials of {study_name} on their out-of-fold predictions ...")
@@ -309,7 +312,7 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
                         click.echo(line)
                 click.echo(f"MLflow: run {result['run_id']} in experiment {study_name}")
         if export_dir:
-            folder = predictor.save(export_dir, force=force)
+            folder = predictor.save(destination)
             out["export"] = str(folder)
             if not as_json:
                 click.echo(f"exported the ensemble to {folder}")

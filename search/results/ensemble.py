@@ -125,10 +125,11 @@ class EnsemblePredictor:
                          "probabilities": {c: float(v) for c, v in zip(self.classes, p)}})
         return rows
 
-    def save(self, folder: str | Path, force: bool = False) -> Path:
-        from search.results.inference import fresh_folder
+    def save(self, folder: "str | Path | Destination") -> Path:
+        from search.results.destination import Destination
 
-        folder = fresh_folder(folder, force)
+        names = [f"member{i}" for i in range(len(self.members))] + [MANIFEST]
+        folder = Destination.of(folder).prepare(names)
         for i, m in enumerate(self.members):
             m.save(folder / f"member{i}")
         (folder / MANIFEST).write_text(json.dumps(

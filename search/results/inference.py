@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
@@ -18,6 +17,7 @@ from models import load_model
 from studies import TrialConfig
 
 from search.errors import SearchError
+from search.results.destination import Destination
 from search.record import TrialRecord
 
 MANIFEST = "preprocess.json"
@@ -53,8 +53,9 @@ class Predictor:
             unet = load_model(folder / "unet.keras")
         return cls(load_model(folder / "model.keras"), config, meta["classes"], unet, meta.get("info"))
 
-    def save(self, folder: str | Path, force: bool = False) -> Path:
-        folder = fresh_folder(folder, force)
+    def save(self, folder: "str | Path | Destination") -> Path:
+        names = ["model.keras", MANIFEST] + (["unet.keras"] if self.unet is not None else [])
+        folder = Destination.of(folder).prepare(names)
         self.model.save(folder / "model.keras")
         if self.unet is not None:
             self.unet.save(folder / "unet.keras")
@@ -115,25 +116,6 @@ class Predictor:
                         row["probabilities"] = {c: float(v) for c, v in zip(self.classes, p)}
             rows += chunk_rows
         return rows
-
-
-def check_destination(folder: str | Path, force: bool) -> bool:
-    """Whether an export's folder holds something to replace; refused without force (a stale
-    unet.keras beside a model without a mask would be served)."""
-    folder = Path(folder)
-    occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
-    if occupied and not force:
-        raise SearchError(f"--out {folder}: exists and is not empty; give --force to replace it whole")
-    return occupied
-
-
-def fresh_folder(folder: str | Path, force: bool) -> Path:
-    """An empty folder to export into: created, or (with force) replaced whole."""
-    folder = Path(folder)
-    if check_destination(folder, force):
-        shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def expand(paths: Iterable[str]) -> list[Path]:

@@ -56,18 +56,18 @@ def run_ui(tracking_uri: str, storage: str, port: int, dashboard_port: int) -> i
             if not _port_free(port):
                 raise SearchError(f"--port {port} is in use on 127.0.0.1; pick another")
             mlflow = shutil.which("mlflow", path=str(bindir)) or "mlflow"
-            proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
-                                     "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    start_new_session=True, env={**os.environ, **MLFLOW_UI_ENV})
+            # The store's URL goes by environment (MLflow's own variable for
+            # --backend-store-uri), readable by this user only, never by ps.
+            proc = subprocess.Popen([mlflow, "ui", "--host", "127.0.0.1", "--port", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, **MLFLOW_UI_ENV, "MLFLOW_BACKEND_STORE_URI": tracking_uri})
             procs.append(proc)
             _wait(f"http://127.0.0.1:{port}/health", proc)
             urls.append(f"MLflow UI: http://127.0.0.1:{port}")
         if importlib.util.find_spec("optuna_dashboard") is not None:
             if not _port_free(dashboard_port):
                 raise SearchError(f"--dashboard-port {dashboard_port} is in use on 127.0.0.1; pick another")
-            dash = shutil.which("optuna-dashboard", path=str(bindir)) or "optuna-dashboard"
-            proc = subprocess.Popen([dash, storage, "--host", "127.0.0.1", "--port", str(dashboard_port)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            proc = _start_dashboard(storage, dashboard_port)
             procs.append(proc)
             _wait(f"http://127.0.0.1:{dashboard_port}/", proc)
             urls.append(f"optuna-dashboard: http://127.0.0.1:{dashboard_port}")
@@ -140,6 +140,20 @@ def dashboard_links(storage: str, base: str) -> list[str]:
     except Exception:
         return []
     return lines[:MAX_LINKS] + ([f"... and {len(lines) - MAX_LINKS} more"] if len(lines) > MAX_LINKS else [])
+
+
+def _start_dashboard(storage: str, port: int) -> subprocess.Popen:
+    """optuna-dashboard (search.results.dashboard) with the storage URL on its standard
+    input: optuna-dashboard's own command takes it as an argument, which ps shows."""
+    proc = subprocess.Popen([sys.executable, "-m", "search.results.dashboard", "--port", str(port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, text=True)
+    try:
+        proc.stdin.write(storage + "\n")
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # it died at start: _wait says so
+    return proc
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -41,16 +41,21 @@ def check_storage(url: str, must_exist: bool = False) -> None:
             if not file.parent.is_dir() or not os.access(file.parent, os.W_OK):
                 raise SearchError(f"--storage {redact(url)}: folder {file.parent} does not exist or is not writable")
         return
+    check_database(url, "--storage")
+
+
+def check_database(url: str, option: str) -> None:
+    """One line naming option, the URL masked, if the database server cannot be reached."""
     try:
         engine = create_engine(url, connect_args=_connect_args(url))
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise SearchError(f"--storage {redact(url)}: {type(exc).__name__}: {scrub(str(exc).splitlines()[0], url)}") from None
+        raise SearchError(f"{option} {redact(url)}: {type(exc).__name__}: {scrub(str(exc).splitlines()[0], url)}") from None
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise SearchError(f"--storage {redact(url)}: cannot connect ({scrub(first, url)})") from None
+        raise SearchError(f"{option} {redact(url)}: cannot connect ({scrub(first, url)})") from None
     finally:
         engine.dispose()
 

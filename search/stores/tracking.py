@@ -66,8 +66,14 @@ def check_tracking(uri: str, timeout: float = 5.0, must_exist: bool = False) -> 
         why = ("MLflow's file store (a folder) is no longer supported" if scheme in ("file", "")
                else f"{parsed.scheme!r} is not a tracking-store scheme")
         raise SearchError(f"--tracking-uri {redact(uri)}: {why}; use {WORKING_FORMS}")
+    if scheme == "databricks":
+        return  # checked by the first call
     if scheme != "sqlite":
-        return  # other databases (postgresql://, databricks) are checked by the first call
+        from search.stores.storage import check_database
+
+        # Left to MLflow, an unreachable server cost minutes of retries and a traceback.
+        check_database(uri, "--tracking-uri")
+        return
     path = Path(uri.split(":///", 1)[-1]).expanduser().resolve()
     if must_exist and not path.is_file():
         raise SearchError(f"--tracking-uri {redact(uri)}: no such store ({path}); run the command where the study "
@@ -225,9 +231,15 @@ class Tracker:
                 raise SearchError(f"--register {name}: {_one_line(exc)}") from None
         except Exception as exc:
             raise SearchError(f"--register {name}: {_one_line(exc)}") from None
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
         try:
-            version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
-                                                       model_id=model_id).version
+            # MLflow's database registry looks a models:/<id> source up with a client on the
+            # global tracking URI, not ours: run anywhere but the store's folder, the
+            # registration found no such model in ./mlflow.db (and created that file).
+            with _use_tracking_uri(self.uri):
+                version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                                           model_id=model_id).version
         except Exception as exc:
             raise SearchError(f"--register {name}: cannot add a version: {_one_line(exc)}") from None
         if alias:
