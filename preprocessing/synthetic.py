@@ -56,17 +56,17 @@ def write_groups(root: Path, rows: list[tuple[str, str]]) -> Path:
     return root / "groups.csv"
 
 
-def group_new_files(root: Path) -> None:
-    """Give every image under root that groups.csv lacks a group of its own (files a test
-    planted after the set was made)."""
+def sync_groups(root: Path) -> None:
+    """Bring groups.csv in line with the images under root after a test planted or removed
+    files: a new file is a group of its own, a removed file's row goes."""
     from .dataset import IMAGE_SUFFIXES
 
     path = root / "groups.csv"
-    known = {row[0] for row in csv.reader(path.read_text().splitlines())}
-    new = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    with path.open("a", newline="") as f:
-        csv.writer(f).writerows((rel, rel) for rel in new if rel not in known)
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+    rows = [r for r in list(csv.reader(path.read_text().splitlines()))[1:] if r and r[0] in present]
+    known = {r[0] for r in rows}
+    write_groups(root, rows + [[rel, rel] for rel in sorted(present - known)])
 
 
 def _draw_set(root: Path, cells_per_class: int, copies: int, classes, size, seed: int, ext: str,

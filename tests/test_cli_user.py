@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from preprocessing.synthetic import group_new_files, make_split_dataset
+from preprocessing.synthetic import sync_groups, make_split_dataset
 from searchtools import load, run_search
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def test_1_2_unreadable_classes_and_too_few_cells_are_one_line_before_anything(w
         f.unlink()
     for k in range(3):
         (work / "data" / "TRAIN" / "LYMPHOCYTE" / f"_{k}_0.jpeg").write_text("not an image")
-    group_new_files(work / "data")
+    sync_groups(work / "data")
     done = run_search(work, "launch", *TINY, "--data-dir", "data")
     assert_one_line_error(done, "class LYMPHOCYTE", "has no readable image (3 file(s), all unreadable")
     assert nothing_created(work)
@@ -48,8 +48,9 @@ def test_1_2_unreadable_classes_and_too_few_cells_are_one_line_before_anything(w
     make_split_dataset(work / "few", cells_per_class=4, copies=2)
     for f in (work / "few" / "TRAIN" / "MONOCYTE").glob("_[123]_*"):
         f.unlink()  # one original cell left
+    sync_groups(work / "few")
     done = run_search(work, "launch", *TINY, "--data-dir", "few")
-    assert_one_line_error(done, "class MONOCYTE has 1 original cell(s)", "needs at least 2 per class")
+    assert_one_line_error(done, "class MONOCYTE has 1 group(s)", "needs at least 2 per class")
     assert nothing_created(work)
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 from preprocessing import DataError, load_dataset
 from preprocessing.dataset import SPLIT_RECORD
 from preprocessing.groups import Grouping
-from preprocessing.synthetic import CLASSES, group_new_files, make_image_set
+from preprocessing.synthetic import CLASSES, sync_groups, make_image_set
 
 
 def test_split_layout_classes_counts_and_groups(split_dataset):
@@ -34,7 +34,7 @@ def test_hidden_files_ignored_and_suffix_case_free(split_dataset):
     (folder / ".DS_Store").write_bytes(b"junk")
     (folder / "notes.txt").write_text("not an image")
     Image.new("RGB", (32, 24)).save(folder / "UPPER.JPG")
-    group_new_files(split_dataset)
+    sync_groups(split_dataset)
     (split_dataset / "TRAIN" / ".hidden_class").mkdir()
     data = load_dataset(split_dataset)
     assert data.train.class_counts()["EOSINOPHIL"] == 19

@@ -6,7 +6,7 @@ from PIL import Image
 
 from preprocessing import PreprocessConfig, build_cache, load_dataset
 from preprocessing.images import UnreadableImage, load_image
-from preprocessing.synthetic import group_new_files
+from preprocessing.synthetic import sync_groups
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "L", "P", "I;16", "CMYK"])
@@ -34,7 +34,7 @@ def _plant_bad_files(folder):
     data = good.read_bytes()
     (folder / "_91_0.png").write_bytes(data[: len(data) // 2])  # truncated
     (folder / "_92_0.jpeg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)  # corrupt JPEG header
-    group_new_files(folder.parents[1])
+    sync_groups(folder.parents[1])
 
 
 def test_bad_files_are_skipped_named_and_counted(split_dataset, cache_dir, caplog):

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocessing.synthetic import group_new_files, make_split_dataset
+from preprocessing.synthetic import sync_groups, make_split_dataset
 from search.testing import fresh_database, pg_available, pg_url
 from searchtools import env_for, mlflow_runs, run_search, search_cmd
 
@@ -124,7 +124,7 @@ def test_a_study_keeps_the_settings_that_give_its_values_meaning(tmp_path):
     # A worker with another copy of the data (a file more) would validate on another split.
     (tmp_path / "data" / "TRAIN" / "EOSINOPHIL" / "_99_0.png").write_bytes(
         next((tmp_path / "data" / "TRAIN" / "EOSINOPHIL").iterdir()).read_bytes())
-    group_new_files(tmp_path / "data")
+    sync_groups(tmp_path / "data")
     joined = run_search(tmp_path, "worker", "--study-name", "seed-fcn", "--data-dir", "data")
     assert joined.returncode == 2 and "its TRAIN files differ from the ones study seed-fcn was created on" in joined.stderr
 

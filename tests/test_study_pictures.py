@@ -10,7 +10,7 @@ from preprocessing import DataError, PreprocessConfig, build_cache, load_dataset
 from preprocessing.images import load_image
 from searchtools import run_search
 from search.results.featuremaps import feature_layers, write_featuremaps
-from preprocessing.synthetic import group_new_files, make_split_dataset
+from preprocessing.synthetic import sync_groups, make_split_dataset
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int]:
@@ -55,7 +55,7 @@ def test_data_inspect_counts_groups_and_finds_the_corrupt_file(tmp_path):
     make_split_dataset(tmp_path / "data", cells_per_class=5, copies=3, test_cells=2)
     Image.new("RGB", (50, 40)).save(tmp_path / "data" / "TRAIN" / "LYMPHOCYTE" / "_77_1.png")
     (tmp_path / "data" / "TRAIN" / "MONOCYTE" / "_88_1.jpg").write_text("corrupt")
-    group_new_files(tmp_path / "data")
+    sync_groups(tmp_path / "data")
     done = run_search(tmp_path, "data", "inspect", "--data-dir", "data", "--sheet", "sheet.png", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

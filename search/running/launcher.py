@@ -108,16 +108,16 @@ def check_unchanged(study: optuna.Study, settings: SearchSettings, data_id: dict
         return []
     stored = SearchSettings.from_json(stored_json, storage=settings.storage)
     name = settings.study_name
-    for option, was, now in stored.differences(settings, DEFINING):
-        if was is None and option.startswith("--study ("):
-            continue  # created before study files were digested: nothing to compare with
-        raise SearchError(f"study {name} was created with {option} {was}, this launch says {now}: "
-                          f"use another --study-name (or {option} {was})")
     known = study.user_attrs.get(DATA_ATTR)
     if known and known["listing"] != data_id["listing"]:
         raise SearchError(f"--data-dir {settings.data_dir}: its TRAIN files differ from the ones study {name} was "
                           f"created on ({data_id['images']} images here, {known['images']} there); it would validate "
                           f"on another split")
+    for option, was, now in stored.differences(settings, DEFINING):
+        if was is None and option.startswith("--study ("):
+            continue  # created before study files were digested: nothing to compare with
+        raise SearchError(f"study {name} was created with {option} {was}, this launch says {now}: "
+                          f"use another --study-name (or {option} {was})")
     return [f"{option} is now {now} (was {was})" for option, was, now in stored.differences(settings, CHANGEABLE)]
 
 
