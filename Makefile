@@ -28,7 +28,7 @@ demo: install
 	@echo
 	@echo "Next:"
 	@echo "  cd $(DEMO) && ../$(VENV)/bin/search ui                       # MLflow UI + optuna-dashboard, a link per study"
-	@echo "  cd $(DEMO) && ../$(VENV)/bin/search evaluate --study-name fast   # the best trial on the sample's TEST cells"
+	@echo "  cd $(DEMO) && ../$(VENV)/bin/search evaluate --study-name fast   # the best trial on the sample's TEST fields"
 	@echo "  cd $(DEMO) && ../$(VENV)/bin/search predict --study-name fast ../sample/blood-cells/TEST/MONOCYTE"
 
 # Two processes: the end-to-end tests spend much of their time starting TensorFlow and
