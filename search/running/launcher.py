@@ -414,7 +414,8 @@ class Launcher:
     def _warn_about_sqlite(self, study: optuna.Study) -> None:
         if not is_sqlite(self.settings.storage):
             return
-        hosts = {t.host for t in read_trials(study)} - {None, socket.gethostname()}
+        # Warm-started trials ran for another study, wherever it lived.
+        hosts = {t.host for t in read_trials(study) if not t.warm_start} - {None, socket.gethostname()}
         if hosts:
             print(f"warning: study {self.settings.study_name} in SQLite has trials from other hosts "
                   f"({', '.join(sorted(hosts))}); SQLite supports workers on one machine only: use PostgreSQL",
