@@ -8,6 +8,7 @@ import pytest
 
 from preprocessing.synthetic import make_split_dataset
 from search.errors import SearchError
+from search.running.algorithms import make_sampler, startup_trials
 from search.running.seeding import enqueued_params, mapped_params, parse_assignments
 from search.settings import SearchSettings
 from searchtools import FAST, load, mlflow_runs, run_search
@@ -83,6 +84,14 @@ def test_domains_hold_what_optuna_would_accept():
     assert not Domain("categorical", (0.5, 1.0)).holds(True) and Domain("categorical", (True, False)).holds(True)
     assert Domain("float", low=1e-4, high=1e-2, log=True).holds(1e-3)
     assert str(Domain("float", low=1e-4, high=1e-2, log=True)) == "a number from 0.0001 to 0.01, log scale"
+
+
+def test_tpe_defaults_model_parameter_groups_after_a_random_start_up():
+    assert startup_trials() == 10 and startup_trials(enqueued=2) == 12  # known configurations are not exploration
+    sampler = make_sampler("tpe", 0, enqueued=1)
+    assert sampler._n_startup_trials == 11 and sampler._group and sampler._constant_liar
+    assert sampler._multivariate is True
+    assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)
 
 
 # --- through the CLI ------------------------------------------------------------------------
