@@ -94,6 +94,28 @@ def test_tpe_defaults_model_parameter_groups_after_a_random_start_up():
     assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)
 
 
+def test_the_sampler_models_warm_started_trials_of_a_conditional_space():
+    """Past the start-up, TPE samples from the copied trials (group=True over families' two
+    branches), and the new study's best is theirs until a new trial beats it."""
+    from search.running.seeding import warm_copy
+    from studies import Params
+
+    suggest = load_study("families")
+
+    def objective(trial):
+        config = suggest(Params(trial))
+        return config.learning_rate * 100 + (config.model.arch == "fcn")
+
+    old = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", 0))
+    old.optimize(objective, n_trials=12)
+    new = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", 1))
+    new.add_trials([warm_copy(t, "old") for t in old.trials])
+    assert len(new.trials) == 12 and new.best_value == old.best_value
+    new.optimize(objective, n_trials=3)
+    assert len(new.trials) == 15 and new.best_value >= old.best_value
+    assert all(t.state == S.COMPLETE for t in new.trials)
+
+
 # --- through the CLI ------------------------------------------------------------------------
 
 
