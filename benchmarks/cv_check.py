@@ -92,14 +92,15 @@ def replay_fast_hb(trials: int = 5, seed: int = 0) -> list[dict[str, Any]]:
     values reported, so asking the same sampler, without results, replays them."""
     import optuna
 
-    from search.running.algorithms import make_pruner, make_sampler
+    from search.running.algorithms import make_pruner
     from search.settings import SearchSettings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = SearchSettings(study="fast", study_name="fast-hb", storage="", tracking_uri="", data_dir="",
                               trials=1000, sampler="tpe", pruner="hyperband", seed=seed)
     sampler_seed = settings.worker_sampler_seed(0, 0)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", sampler_seed),
+    # The sampler as fast-hb's worker built it then (Optuna's TPE defaults), not today's.
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=sampler_seed),
                                 pruner=make_pruner("hyperband", 20))
     suggest = load_study("fast")
     replayed = []

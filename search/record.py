@@ -21,10 +21,12 @@ S = optuna.trial.TrialState
 COUNTED = (S.COMPLETE, S.PRUNED)
 ACTIVE = COUNTED + (S.RUNNING, S.WAITING)
 
-# User-attribute names. A retried trial inherits the first three (its intent), never the
-# identity of the process that died with it.
+# User-attribute names. A retried trial inherits its intent (configuration, seed, original
+# number, being a baseline), never the identity of the process that died with it.
 CONFIG, SEED, ORIGIN = "config", "seed", "origin_trial"
-INHERITED = (CONFIG, SEED, ORIGIN)
+ENQUEUED = "bloodsearch.enqueued"  # a known configuration put first: where it came from (seed-fcn, --enqueue)
+WARM_START = "bloodsearch.warm_start"  # a trial copied from an earlier study: {"study": name, "trial": number}
+INHERITED = (CONFIG, SEED, ORIGIN, ENQUEUED)
 HOST, PID, EPOCH, ELAPSED = "host", "pid", "epoch", "elapsed_s"
 RUN_ID, SPLIT, FITS, UNET = "run_id", "split", "fits", "unet"
 SURPLUS, FAIL_REASON, TRACKING_ERROR = "surplus", "fail_reason", "tracking_error"
@@ -93,6 +95,20 @@ class TrialRecord:
     surplus: bool = False  # started in a race past the study's count; never trained
     started: datetime | None = None
     completed: datetime | None = field(default=None, compare=False)
+    enqueued: str | None = None  # a known configuration (--enqueue, --enqueue-study): the baseline
+    warm_start: dict | None = None  # copied from an earlier study: {"study": name, "trial": its number there}
+
+    @property
+    def baseline(self) -> bool:
+        """Every result of the study reads against it."""
+        return self.enqueued is not None
+
+    def provenance(self) -> str:
+        """Where the trial came from, for tables: a baseline, a warm start, or nothing."""
+        marks = [f"baseline ({self.enqueued})"] if self.baseline else []
+        if self.warm_start:
+            marks.append(f"from {self.warm_start['study']} trial {self.warm_start['trial']}")
+        return ", ".join(marks)
 
     @property
     def cv(self) -> bool:
@@ -168,10 +184,12 @@ def read_trial(t: optuna.trial.FrozenTrial) -> TrialRecord:
     return TrialRecord(
         number=t.number, state=t.state, value=t.value, params=dict(t.params),
         config=TrialConfig.from_dict(config) if config else None, seed=a.get(SEED),
-        origin=a.get(ORIGIN, t.number), run_id=a.get(RUN_ID), host=a.get(HOST), pid=a.get(PID),
+        # A warm-started trial's origin_trial numbers its earlier study's trials, not this one's.
+        origin=t.number if WARM_START in a else a.get(ORIGIN, t.number), run_id=a.get(RUN_ID), host=a.get(HOST), pid=a.get(PID),
         epoch=a.get(EPOCH, 0), split=a.get(SPLIT), unet=a.get(UNET), fits=tuple(FitResult.from_dict(f) for f in a.get(FITS, ())),
         fail_reason=a.get(FAIL_REASON), tracking_error=a.get(TRACKING_ERROR), surplus=bool(a.get(SURPLUS)),
-        started=t.datetime_start, completed=t.datetime_complete)
+        started=t.datetime_start, completed=t.datetime_complete, enqueued=a.get(ENQUEUED),
+        warm_start=a.get(WARM_START))
 
 
 def read_trials(study: optuna.Study, states: Iterable[S] | None = None) -> list[TrialRecord]:

@@ -45,6 +45,9 @@ def status(study_name, storage, as_json) -> None:
     rate = f"{st.finished_per_hour}/h" if st.finished_per_hour else "-"
     eta = duration(st.eta_s) if st.eta_s is not None else "?"
     click.echo(f"best {value_name(handle.settings.metric, handle.settings.cv)} {best} | finished per hour {rate} (last hour: {st.finished_last_hour}) | eta {eta}")
+    if (b := st.baseline) is not None:
+        gain = f"; the best is {s.best_value - b.value:+.4f} against it" if s.best_value is not None else ""
+        click.echo(f"baseline: trial {b.number} ({b.enqueued}) {b.value:.4f}{gain}")
     for r in st.running:
         click.echo(f"  running: trial {r.trial} on {r.host} pid {r.pid}, epoch {r.epoch}, "
                    f"{duration(r.elapsed_s)} elapsed")
@@ -56,17 +59,19 @@ def status(study_name, storage, as_json) -> None:
 @click.option("--top", type=click.IntRange(1), default=5, show_default=True)
 @o.as_json
 def best(study_name, storage, top, as_json) -> None:
-    """The best trials' parameters and metrics."""
+    """The best trials' parameters and metrics; the baseline (an enqueued known configuration)
+    is listed too, marked, wherever it ranks."""
     from search.results.study import best_trials, trial_summary
 
     def line(r) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.params.items()))
         size = f"{r.model_size_mb:.1f}" if r.model_size_mb is not None else "-"
         epochs = f"{r.epochs_run:g}" if r.epochs_run is not None else "-"
+        mark = f"  [{r.provenance()}]" if r.provenance() else ""
         return (f"{r.number:>5} {r.value:>8.4f} {epochs:>6} {size:>8} "
-                f"{'yes' if r.converged else 'no':>5}  {params}")
+                f"{'yes' if r.converged else 'no':>5}  {params}{mark}")
 
-    o.print_rows(best_trials(_handle(study_name, storage).study, top), as_json,
+    o.print_rows(best_trials(_handle(study_name, storage).study, top, baselines=True), as_json,
                  f"study {study_name} has no complete trial yet",
                  f"{'trial':>5} {'val_acc':>8} {'epochs':>6} {'size MB':>8} {'conv':>5}  parameters", line,
                  to_dict=trial_summary)

@@ -57,12 +57,23 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
               help="Seconds between a running trial's heartbeats.")
 @click.option("--grace-period", type=click.IntRange(2), default=30, show_default=True,
               help="Seconds without heartbeat after which a trial is failed and retried once.")
+@click.option("--enqueue", "enqueue", multiple=True, metavar="NAME=VALUE,...",
+              help="Run this configuration first, as the baseline (repeatable; parameters not given are sampled), "
+                   "e.g. --enqueue size=60x80,learning_rate=0.001.")
+@click.option("--enqueue-study", "enqueue_studies", multiple=True, metavar="STUDY",
+              help="Run a fixed study's configuration first, as the baseline, e.g. seed-fcn (repeatable).")
+@click.option("--warm-start-from", metavar="STUDY",
+              help="Add the finished trials of this earlier study (same data, split, folds, metric, epochs, "
+                   "patience and space): the sampler learns from them, best/evaluate/ensemble use them.")
+@click.option("--warm-start-storage", metavar="URL", help="Where --warm-start-from lives. [default: --storage]")
 @o.quiet
-def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, storage, tracking_uri, study_name, sampler, pruner, repeats, cv, metric,
-           tta, epochs, patience, seed, sampler_seed, timeout, workers, threads, params, trials_per_worker, log_models,
-           val_fraction, heartbeat_interval, grace_period, quiet) -> None:
+def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, storage, tracking_uri, study_name, sampler,
+           pruner, repeats, cv, metric, tta, epochs, patience, seed, sampler_seed, timeout, workers, threads, params, trials_per_worker, log_models,
+           val_fraction, heartbeat_interval, grace_period, enqueue, enqueue_studies, warm_start_from,
+           warm_start_storage, quiet) -> None:
     """Start a study, or continue it until it has --trials finished trials."""
     from search.running.launcher import Launcher
+    from search.running.seeding import Seeds
 
     from studies import study_digest
     from search.urls import absolute_sqlite
@@ -82,7 +93,9 @@ def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, stora
         threads=threads, params=o.parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
         val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
         groups=grouping.file, group_pattern=grouping.pattern)
-    sys.exit(Launcher(settings, quiet=quiet).run())
+    seeds = Seeds(tuple(enqueue), tuple(enqueue_studies), warm_start_from,
+                  absolute_sqlite(warm_start_storage) if warm_start_storage else None)
+    sys.exit(Launcher(settings, quiet=quiet, seeds=seeds).run())
 
 
 def _stored_settings(study_name: str, storage: str, tracking_uri: str | None) -> SearchSettings:

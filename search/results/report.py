@@ -57,8 +57,9 @@ def write_html(study: optuna.Study, out: Path, written: dict[str, str], top: int
 
     table = "".join(
         f"<tr><td>{r.number}</td><td>{r.value:.4f}</td><td>{r.epochs_run:g}</td>"
-        f"<td>{'yes' if r.converged else 'no'}</td><td>{escape(', '.join(f'{k}={v}' for k, v in sorted(r.params.items())))}</td></tr>"
-        for r in best_trials(study, top))
+        f"<td>{'yes' if r.converged else 'no'}</td><td>{escape(', '.join(f'{k}={v}' for k, v in sorted(r.params.items())))}</td>"
+        f"<td>{escape(r.provenance())}</td></tr>"
+        for r in best_trials(study, top, baselines=True))
     images = "".join(f"<h2>{escape(name.replace('_', ' '))}</h2>" +
                      (f'<img src="{Path(path).name}" width="900">' if not path.startswith("skipped") else f"<p>{escape(path)}</p>")
                      for name, path in written.items())
@@ -66,5 +67,5 @@ def write_html(study: optuna.Study, out: Path, written: dict[str, str], top: int
     page.write_text(f"<!doctype html><meta charset=utf-8><title>{escape(study.study_name)}</title>"
                     f"<h1>Study {escape(study.study_name)}</h1>"
                     f"<table border=1 cellpadding=4><tr><th>trial</th><th>val accuracy</th><th>epochs</th>"
-                    f"<th>converged</th><th>parameters</th></tr>{table}</table>{images}")
+                    f"<th>converged</th><th>parameters</th><th>baseline / from</th></tr>{table}</table>{images}")
     return page

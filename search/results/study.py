@@ -59,8 +59,17 @@ def pick_trial(study: optuna.Study, number: int | None) -> TrialRecord:
     return trial
 
 
-def best_trials(study: optuna.Study, top: int) -> list[TrialRecord]:
-    return ranked(read_trials(study, states=(S.COMPLETE,)))[:top]
+def best_trials(study: optuna.Study, top: int, baselines: bool = False) -> list[TrialRecord]:
+    """The top complete trials; baselines: and after them the complete baselines (known
+    configurations put first) that are not among them, so every result reads against them."""
+    complete = ranked(read_trials(study, states=(S.COMPLETE,)))
+    shown = complete[:top]
+    return shown + [r for r in complete[top:] if r.baseline] if baselines else shown
+
+
+def baseline_of(records: list[TrialRecord]) -> TrialRecord | None:
+    """The best complete baseline: what the study's best is measured against."""
+    return best_of(r for r in records if r.baseline)
 
 
 def trial_summary(r: TrialRecord) -> dict:
@@ -68,7 +77,8 @@ def trial_summary(r: TrialRecord) -> dict:
     row = {"trial": r.number, "val_accuracy": r.value, "params": r.params,
            "fixed": {k: v for k, v in r.flat_config().items() if k not in r.params},
            "epochs_run": r.epochs_run, "model_size_mb": r.model_size_mb, "params_count": r.params_count,
-           "converged": r.converged, "train_seconds": r.train_seconds, "run_id": r.run_id}
+           "converged": r.converged, "train_seconds": r.train_seconds, "run_id": r.run_id,
+           "baseline": r.enqueued, "warm_start": r.warm_start}
     if len(r.fits) > 1:  # with --repeats: the spread behind the mean
         s = r.summary()
         row.update(val_accuracy_std=s.accuracy.std, val_accuracy_min=s.accuracy.min,
@@ -94,6 +104,7 @@ class StudyStatus:
     finished_per_hour: float | None
     finished_last_hour: int
     eta_s: int | None
+    baseline: TrialRecord | None = None
 
     @property
     def finished(self) -> int:
@@ -106,7 +117,9 @@ class StudyStatus:
                            "running": s.running, "waiting": s.waiting},
                 "best_value": s.best_value, "best_trial": s.best_trial,
                 "running": [asdict(r) for r in self.running], "finished_per_hour": self.finished_per_hour,
-                "finished_last_hour": self.finished_last_hour, "eta_s": self.eta_s}
+                "finished_last_hour": self.finished_last_hour, "eta_s": self.eta_s,
+                "baseline": None if self.baseline is None else {
+                    "trial": self.baseline.number, "source": self.baseline.enqueued, "value": self.baseline.value}}
 
 
 def status(handle: StudyHandle) -> StudyStatus:
@@ -116,15 +129,18 @@ def status(handle: StudyHandle) -> StudyStatus:
     now = time.time()
     running = [RunningTrial(t.number, t.host, t.pid, t.epoch, round(now - t.started.timestamp()))
                for t in trials if t.state == S.RUNNING and t.started]
-    finished = sorted(t.completed.timestamp() for t in trials if t.state in COUNTED and t.completed)
+    # Warm-started trials ran for an earlier study, at its pace: not this one's rate.
+    own = [t for t in trials if not t.warm_start]
+    finished = sorted(t.completed.timestamp() for t in own if t.state in COUNTED and t.completed)
     recent = [f for f in finished if f > now - 3600]
     per_hour = None
     if len(finished) >= 2:
-        span = finished[-1] - min(t.started.timestamp() for t in trials if t.started)
+        span = finished[-1] - min(t.started.timestamp() for t in own if t.started)
         per_hour = round(len(finished) / span * 3600, 2) if span > 0 else None
     remaining = max(0, settings.trials - snap.finished)
     eta_s = round(remaining / per_hour * 3600) if per_hour and remaining else (0 if not remaining else None)
-    return StudyStatus(study.study_name, settings.trials, snap, running, per_hour, len(recent), eta_s)
+    return StudyStatus(study.study_name, settings.trials, snap, running, per_hour, len(recent), eta_s,
+                       baseline_of(trials))
 
 
 def as_json(value) -> str:

@@ -29,7 +29,8 @@ from search.running.algorithms import check_pruner, check_sampler, make_pruner, 
 from search.errors import SearchError
 from search.record import S, read_trials
 from search.running.progress import progress_line, snapshot
-from search.settings import CHANGEABLE, DATA_ATTR, DEFINING, METRICS, PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
+from search.running.seeding import Seeds, apply as apply_seeds, defining_difference, plan as plan_seeds
+from search.settings import CHANGEABLE, DATA_ATTR, METRICS, PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
 from search.stores.storage import STORAGE_ERRORS, check_storage, is_sqlite, open_storage
 from search.stores.tracking import Tracker, check_tracking
 from search.running.worker import EXIT_FAILING, EXIT_INTERRUPTED, EXIT_USAGE, WORKER_MODULE, CloseRunAndRetry
@@ -113,9 +114,8 @@ def check_unchanged(study: optuna.Study, settings: SearchSettings, data_id: dict
         raise SearchError(f"--data-dir {settings.data_dir}: its TRAIN files differ from the ones study {name} was "
                           f"created on ({data_id['images']} images here, {known['images']} there); it would validate "
                           f"on another split")
-    for option, was, now in stored.differences(settings, DEFINING):
-        if was is None and option.startswith("--study ("):
-            continue  # created before study files were digested: nothing to compare with
+    if diff := defining_difference(stored, settings):
+        option, was, now = diff
         raise SearchError(f"study {name} was created with {option} {was}, this launch says {now}: "
                           f"use another --study-name (or {option} {was})")
     return [f"{option} is now {now} (was {was})" for option, was, now in stored.differences(settings, CHANGEABLE)]
@@ -223,7 +223,9 @@ def repair_runs(study: optuna.Study, tracker: Tracker, settings: SearchSettings)
     parameters, its learning curve as Optuna kept it (when the run is new) and its final
     metrics from the trial's record, closed with its state and tagged `bloodsearch.repaired`.
     MLflow, not the trial, says what is missing, so running it again is safe."""
-    todo = [t for t in read_trials(study, states=(S.COMPLETE, S.PRUNED)) if t.tracking_error and t.config]
+    # A warm-started trial's run belongs to its earlier study: repaired there, if anywhere.
+    todo = [t for t in read_trials(study, states=(S.COMPLETE, S.PRUNED))
+            if t.tracking_error and t.config and not t.warm_start]
     if not todo:
         return []
     runs = tracker.trial_runs(settings.study_name)
@@ -271,8 +273,9 @@ def _die_with_parent() -> None:
 
 class Launcher:
     def __init__(self, settings: SearchSettings, quiet: bool = False, create: bool = True,
-                 store_settings: bool = True) -> None:
+                 store_settings: bool = True, seeds: Seeds = Seeds()) -> None:
         self.settings, self.quiet, self.create, self.store_settings = settings, quiet, create, store_settings
+        self.seeds = seeds  # known configurations and a warm start, put in before any worker starts
         self.procs: dict[int, subprocess.Popen] = {}
         self.spawned = 0
         self.tty = sys.stderr.isatty()
@@ -324,10 +327,13 @@ class Launcher:
     def run(self) -> int:
         s = self.settings
         data_id = validate(s)
+        seeding = plan_seeds(self.seeds, s, data_id)  # checked before the study exists: a refusal writes nothing
         tracker = Tracker(s.tracking_uri)
         study = open_study(s, tracker, self.create, data_id, self.store_settings)
         if not self.quiet:
             print(f"study {s.study_name}: {data_id['grouping']}", file=sys.stderr)
+        for note in apply_seeds(seeding, study, s):
+            print(f"note: study {s.study_name}: {note}", file=sys.stderr)
         self._warn_about_sqlite(study)
         recovered = recover_local_orphans(study, tracker, live=set())
         if recovered and not self.quiet:
@@ -426,7 +432,8 @@ class Launcher:
     def _warn_about_sqlite(self, study: optuna.Study) -> None:
         if not is_sqlite(self.settings.storage):
             return
-        hosts = {t.host for t in read_trials(study)} - {None, socket.gethostname()}
+        # Warm-started trials ran for another study, wherever it lived.
+        hosts = {t.host for t in read_trials(study) if not t.warm_start} - {None, socket.gethostname()}
         if hosts:
             print(f"warning: study {self.settings.study_name} in SQLite has trials from other hosts "
                   f"({', '.join(sorted(hosts))}); SQLite supports workers on one machine only: use PostgreSQL",

@@ -17,7 +17,7 @@ import optuna
 from studies import Params, TrialConfig
 
 from search.plots import confusion_png, learning_curves_png
-from search.record import ACTIVE, S, best_of, inherited, read_trials
+from search.record import ACTIVE, ENQUEUED, S, best_of, inherited, read_trials
 from search.running.data import DataProvider, confusion
 from search.running.recorder import TrialRecorder
 from search.running.repeats import repeat_seeds
@@ -104,7 +104,8 @@ class Objective:
                        {**config.flat(), **s.mlflow_params(),
                         **({"seed": seed} if s.repeats == 1 else {"seeds": repeat_seeds(s.seed, s.repeats)})},
                        {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.state": "RUNNING",
-                        "optuna.origin_trial": origin})
+                        "optuna.origin_trial": origin,
+                        **({ENQUEUED: trial.user_attrs[ENQUEUED]} if ENQUEUED in trial.user_attrs else {})})
         state = "FAIL"
         try:
             recorder.run(run)

@@ -88,6 +88,7 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
     from search.running.algorithms import make_pruner, make_sampler
     from search.running.data import DataProvider
     from search.running.objective import Objective
+    from search.running.seeding import enqueued_count
     from search.running.unet import StudyUnets
     from search.stores.storage import open_storage
     from search.stores.tracking import Tracker
@@ -96,8 +97,9 @@ def run_worker(settings: SearchSettings, max_trials: int, timeout: float | None,
     storage = open_storage(settings.storage, settings.heartbeat_interval, settings.grace_period,
                            stale_callback=CloseRunAndRetry(tracker))
     study = optuna.load_study(study_name=settings.study_name, storage=storage,
-                              sampler=make_sampler(settings.sampler, sampler_seed),
                               pruner=make_pruner(settings.pruner, settings.max_steps))
+    # The study's known configurations lengthen TPE's random start-up.
+    study.sampler = make_sampler(settings.sampler, sampler_seed, enqueued_count(study))
     if not needs_work(study, settings.trials):
         return EXIT_OK
     unets = StudyUnets(study, tracker, settings.cache_dir, settings.data_dir)
