@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from search.urls import redact
@@ -26,6 +27,20 @@ CHANGEABLE = {"trials": "--trials", "workers": "--workers", "timeout": "--timeou
               "sampler_seed": "--sampler-seed", "pruner": "--pruner", "log_models": "--log-models",
               "params": "--param", "trials_per_worker": "--trials-per-worker", "threads": "--threads"}
 PARENT_RUN_ATTR = "bloodsearch.parent_run_id"
+# A study's name is also its MLflow experiment's and its models' registered names, which
+# refuse '.', '/', ':', '%' and quotes; Optuna's storage caps names too.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_study_name(name: str) -> str:
+    """The name, or a one-line error saying what a name may hold."""
+    from search.errors import SearchError
+
+    if not STUDY_NAME.fullmatch(name or ""):
+        shown = repr(name) if len(name) <= 40 else repr(name[:40]) + f"... ({len(name)} characters)"
+        raise SearchError(f"--study-name {shown}: a study name is 1 to 64 letters, digits, '-' and '_', starting "
+                          f"with a letter or digit (it also names the study's MLflow experiment and models)")
+    return name
 
 
 @dataclass

@@ -69,11 +69,18 @@ def check_params(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any]
     except ParamError:
         raise
     except ValueError as exc:
-        raise ParamError(f"--param values rejected by study {study}: {exc}") from None
+        if fixed:  # a value the options gave, most likely; the message names it
+            raise ParamError(f"--param values rejected by study {study}: {exc}") from None
+        raise ParamError(f"study {study}: its suggest() raised ValueError: {exc}") from None
+    except Exception as exc:  # the study file's own bug, not the options'
+        raise ParamError(f"study {study}: its suggest() raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(config, TrialConfig):
+        raise ParamError(f"study {study}: suggest() returned a {type(config).__name__}, not a TrialConfig "
+                         f"(studies/fast.py shows the shape)")
     unused = p.unused_fixed()
     if unused:
-        raise ParamError(f"--param {unused[0]}: study {study} has no such parameter "
-                         f"(it has {', '.join(sorted(p.values))})")
+        has = ", ".join(sorted(p.values)) or "no parameters: every value is fixed in the file"
+        raise ParamError(f"--param {unused[0]}: study {study} has no such parameter (it has {has})")
     if fixed_only and p.free():
         raise ParamError(f"study {study} is a search space, not one configuration: fix its free parameters with "
                          f"--param ({', '.join(f'{name}=...' for name in p.free())}), or replicate a trial with "

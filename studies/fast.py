@@ -3,7 +3,7 @@ depthwise-separable convolutions, a global-average-pooling head, label smoothing
 decay, a cosine learning-rate schedule, flip and rotation augmentation) beside its own preprocessing
 choices. 60x80 by default (--param size=120x160 on a GPU)."""
 from models import ModelConfig
-from preprocessing import PreprocessConfig
+from preprocessing import PreprocessConfig, parse_size
 from preprocessing.scaling import SCALINGS
 
 from .config import TrialConfig
@@ -11,7 +11,7 @@ from .config import TrialConfig
 
 def suggest(p):
     size = p.constant("size", "60x80")
-    h, w = (int(v) for v in size.split("x"))
+    h, w = parse_size(size)
     depth = p.int("depth", 3, 5)
     model = ModelConfig(
         arch="fast",

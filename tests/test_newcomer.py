@@ -276,3 +276,63 @@ def test_5_mlflow_telemetry_is_off_by_default_and_can_be_turned_on(study, tmp_pa
 
     assert not report(tmp_path / "home-default").exists()
     assert report(tmp_path / "home-on", MLFLOW_DISABLE_TELEMETRY="false").exists()  # the documented switch
+
+
+# Points 6, 10, 11 (the size's form) and 12: refused before anything is made.
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    from preprocessing.synthetic import make_split_dataset
+
+    make_split_dataset(tmp_path / "data", cells_per_class=3, copies=2)
+    return tmp_path
+
+
+def nothing_made(folder: Path) -> bool:
+    return not (folder / "optuna.db").exists() and not (folder / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fast.v2", "a/b", "a:b", "50%", "it's", 'say"', "x" * 600, ""])
+def test_6_a_study_name_that_mlflow_or_optuna_cannot_hold_is_refused_first(tiny_data, name):
+    done = run_search(tiny_data, "launch", *TINY, "--trials", "1", "--data-dir", "data", "--study-name", name)
+    one_line_error(done, "--study-name", "a study name is 1 to 64 letters")
+    assert nothing_made(tiny_data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("body, fragment", [
+    ("def suggest(p):\n    return {'size': '16x16'}\n", "suggest() returned a dict, not a TrialConfig"),
+    ("def suggest(p):\n    raise KeyError('oops')\n", "its suggest() raised KeyError: 'oops'"),
+])
+def test_10_a_study_file_that_cannot_make_a_configuration_is_named_not_the_options(tiny_data, body, fragment):
+    (tiny_data / "space.py").write_text(body)
+    done = run_search(tiny_data, "launch", "--study", "space.py", "--trials", "1", "--data-dir", "data")
+    one_line_error(done, "study ", fragment)
+    assert nothing_made(tiny_data)
+
+
+@pytest.mark.slow
+def test_10_a_param_for_a_study_without_parameters_says_so(tiny_data):
+    (tiny_data / "fixed.py").write_text("from studies.seed_fcn import suggest as _s\n"
+                                        "def suggest(p):\n    from studies.spaces import fixed_config\n"
+                                        "    return _s(p)\n")
+    done = run_search(tiny_data, "launch", "--study", "fixed.py", "--trials", "1", "--data-dir", "data",
+                      "--param", "nosuch=1")
+    one_line_error(done, "--param nosuch: study")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["120x", "30x40x3", "axb"])
+def test_11_a_size_that_is_not_heightxwidth_says_what_one_looks_like(tiny_data, size):
+    done = run_search(tiny_data, "launch", "--study", "fast", "--trials", "1", "--data-dir", "data",
+                      "--param", f"size={size}")
+    one_line_error(done, "is not HEIGHTxWIDTH, e.g. 120x160")
+    assert nothing_made(tiny_data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option, value", [("--seed", "-1"), ("--timeout", "-5"), ("--timeout", "0")])
+def test_12_negative_seeds_and_timeouts_are_refused(tiny_data, option, value):
+    done = run_search(tiny_data, "launch", *TINY, "--trials", "1", "--data-dir", "data", option, value)
+    assert done.returncode == 2 and f"Invalid value for '{option}'" in done.stderr
+    assert "Traceback" not in done.stderr and nothing_made(tiny_data)

@@ -57,7 +57,7 @@ def inspect(data_dir, groups_file, group_pattern, sheet, per_class, size, as_jso
 @o.groups
 @click.option("--cv", type=click.IntRange(0), default=3, show_default=True, metavar="K",
               help="Audit the K folds a --cv K study would make (0: the single --val-fraction split).")
-@click.option("--seed", type=int, default=0, show_default=True, help="The folds' seed, as a study's --seed.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="The folds' seed, as a study's --seed.")
 @click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
 @click.option("--split-groups", type=click.Path(dir_okay=False), metavar="FILE",
               help="Make the folds with these groups instead (to see what another grouping leaks).")
@@ -101,7 +101,7 @@ def unet() -> None:
 @click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--patience", type=click.IntRange(1), default=3, show_default=True, help="Early stopping on val_loss.")
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
 @o.cache_dir
 @o.tracking_uri

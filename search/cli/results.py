@@ -134,7 +134,7 @@ def evaluate(study_name, storage, trial_number, tracking_uri, data_dir, cache_di
 @o.cache_dir
 @click.option("--epochs", type=click.IntRange(1), help="[default: the study's, or 20]")
 @click.option("--patience", type=click.IntRange(1), help="[default: the study's, or 5]")
-@click.option("--seed", type=int, help="Seeds the validation split and the repeats. [default: the study's, or 0]")
+@click.option("--seed", type=click.IntRange(0), help="Seeds the validation split and the repeats. [default: the study's, or 0]")
 @click.option("--tracking-uri", envvar=o.TRACKING_ENV, show_envvar=True, callback=o.normalised,
               help="[default: the study's, or sqlite:///mlflow.db]")
 @click.option("--cv", type=int, default=0, metavar="K",

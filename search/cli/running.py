@@ -8,7 +8,7 @@ import click
 
 from search.cli import options as o
 from models.config import TTA_MODES
-from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettings
+from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettings, check_study_name
 
 
 @click.command()
@@ -41,11 +41,13 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True, help="Maximum epochs per trial.")
 @click.option("--patience", type=click.IntRange(1), default=5, show_default=True,
               help="Early-stopping patience on validation accuracy.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the split and, with the trial number, each trial.")
-@click.option("--sampler-seed", type=int,
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
+              help="Seeds the split and, with the trial number, each trial.")
+@click.option("--sampler-seed", type=click.IntRange(0),
               help="Seeds the sampler apart from the split, so two studies on one split draw different trials. "
                    "[default: --seed]")
-@click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True),
+              help="Stop starting new trials after this many seconds (> 0); running trials finish. [default: none]")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Local worker processes.")
 @o.threads
 @o.params
@@ -83,7 +85,8 @@ def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, stora
         study = str(Path(study).expanduser().resolve())
     grouping = o.grouping(data_dir, groups_file, group_pattern)
     settings = SearchSettings(
-        study=study, study_name=study_name or (Path(study).stem if study.endswith(".py") else study),
+        study=study, study_name=check_study_name(study_name if study_name is not None else
+                                                 (Path(study).stem if study.endswith(".py") else study)),
         study_digest=study_digest(study), storage=absolute_sqlite(storage), tracking_uri=absolute_sqlite(tracking_uri),
         data_dir=str(Path(data_dir).expanduser().resolve()), trials=trials,
         cache_dir=str(Path(cache_dir).expanduser().resolve()) if cache_dir else None,
@@ -111,7 +114,8 @@ def _stored_settings(study_name: str, storage: str, tracking_uri: str | None) ->
 @click.option("--trials", type=int, help="A new target count. [default: the launch's]")
 @click.option("--workers", type=click.IntRange(1), help="[default: the launch's]")
 @o.threads
-@click.option("--timeout", type=float)
+@click.option("--timeout", type=click.FloatRange(0, min_open=True),
+              help="Stop starting new trials after this many seconds (> 0). [default: none]")
 @o.quiet
 def resume(study_name, storage, tracking_uri, trials, workers, threads, timeout, quiet) -> None:
     """Continue a study with the settings it was launched with."""
@@ -135,7 +139,8 @@ def resume(study_name, storage, tracking_uri, trials, workers, threads, timeout,
 @o.cache_dir
 @click.option("--heartbeat-interval", type=click.IntRange(1))
 @click.option("--grace-period", type=click.IntRange(2))
-@click.option("--timeout", type=float, help="Stop starting trials after this many seconds. [default: none; the "
+@click.option("--timeout", type=click.FloatRange(0, min_open=True),
+              help="Stop starting trials after this many seconds (> 0). [default: none; the "
                                             "launch's --timeout is the launch's own]")
 @o.threads
 @o.quiet
