@@ -90,3 +90,12 @@ def launched_study(tmp_path_factory, name: str, launch_args: list[str], trials: 
     done = run_search(work, "launch", *launch_args, "--trials", str(trials), "--data-dir", "data")
     assert done.returncode == 0, done.stderr
     return work
+
+
+def one_line_error(done, *fragments) -> str:
+    """The command failed as a usage error with exactly one line, `error: ...`, holding each fragment."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -8,6 +8,7 @@ import pytest
 
 from preprocessing.synthetic import sync_groups, make_split_dataset
 from searchtools import load, run_search
+from searchtools import one_line_error as assert_one_line_error
 
 pytestmark = pytest.mark.slow
 TINY = ["--study", "seed-fcn", "--param", "size=16x16", "--param", "width=0.125", "--param", "batch_size=8",
@@ -16,13 +17,6 @@ TINY = ["--study", "seed-fcn", "--param", "size=16x16", "--param", "width=0.125"
 
 def error_lines(done) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.strip()]
-
-
-def assert_one_line_error(done, *fragments):
-    lines = error_lines(done)
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def nothing_created(folder: Path) -> bool:

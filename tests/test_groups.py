@@ -14,8 +14,8 @@ from preprocessing.audit import audit
 from preprocessing.groups import Grouping
 from preprocessing.splits import cv_folds
 from preprocessing.synthetic import draw, make_split_dataset, write_groups
-from searchtools import load, run_search
-from test_cli_user import assert_one_line_error, nothing_created
+from searchtools import load, one_line_error as assert_one_line_error, run_search
+from test_cli_user import nothing_created
 
 CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 

@@ -13,7 +13,7 @@ import pytest
 
 from search.testing import fresh_database, free_port, pg_available, pg_url
 from search.urls import MASK, normalise, redact, scrub, secrets
-from searchtools import env_for, launched_study, load, run_search, search_cmd, wait_for
+from searchtools import env_for, launched_study, load, one_line_error, run_search, search_cmd, wait_for
 
 STUDY = "seed-fcn"
 TINY = ["--study", STUDY, "--param", "size=16x16", "--param", "width=0.125", "--param", "batch_size=8",
@@ -23,14 +23,6 @@ TINY = ["--study", STUDY, "--param", "size=16x16", "--param", "width=0.125", "--
 PASSWORD = "Zq7s3cret@x9Kpw"
 PIECES = ("Zq7s3cret", "x9Kpw")
 needs_pg = pytest.mark.skipif(not pg_available(), reason="needs the machine's PostgreSQL")
-
-
-def one_line_error(done, *fragments) -> str:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def no_password(text: str) -> None:

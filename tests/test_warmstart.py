@@ -11,7 +11,7 @@ from search.errors import SearchError
 from search.running.algorithms import make_sampler, startup_trials
 from search.running.seeding import enqueued_params, mapped_params, parse_assignments
 from search.settings import SearchSettings
-from searchtools import FAST, load, mlflow_runs, run_search
+from searchtools import FAST, load, mlflow_runs, one_line_error, run_search
 from studies import load_study
 from studies.params import Domain
 
@@ -23,14 +23,6 @@ FIXED = dict(p.split("=") for p in FAST[5::2])  # FAST's --param values
 def settings(study: str = "fcn", **params) -> SearchSettings:
     return SearchSettings(study=study, study_name=study, storage="sqlite:///unused.db", tracking_uri="unused",
                           data_dir="unused", trials=10, params=params)
-
-
-def one_line_error(done, *fragments) -> str:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --- without training -----------------------------------------------------------------------
