@@ -96,3 +96,73 @@ def make_split_dataset(root: Path, cells_per_class: int = 6, copies: int = 3, te
             + _draw_set(root / "TEST", test_cells, copies, classes, size, seed + 1, ".png", None))
     write_groups(root, [(str(p.relative_to(root).as_posix()), g) for p, g in rows])
     return root
+
+
+def draw_field(rng: np.random.Generator, size: tuple[int, int] = (192, 256)) -> np.ndarray:
+    """(H, W, 3) uint8: a made-up smear, pale with many coloured blobs of several sizes, so
+    that SIFT finds keypoints everywhere (as in a real field) and no two fields share them."""
+    import cv2
+
+    h, w = size
+    field = np.empty((h, w, 3), np.float32)
+    field[:] = (205, 190, 215)
+    for _ in range(int(h * w / 500)):
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        axes = (int(rng.integers(3, 14)), int(rng.integers(3, 14)))
+        colour = tuple(float(c) for c in rng.integers(40, 230, 3))
+        cv2.ellipse(field, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1, cv2.LINE_AA)
+    field += rng.normal(0, 6, field.shape)
+    return cv2.GaussianBlur(field, (0, 0), 0.8).clip(20, 255).astype(np.uint8)
+
+
+def augment_field(field: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One copy as the public set's were made: turned up to 20 degrees (black corners),
+    zoomed 0.92-1.06, shifted up to 8%, mirrored half the time, then downscaled 2x."""
+    import cv2
+
+    h, w = field.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-20, 20)), float(rng.uniform(0.92, 1.06)))
+    matrix[:, 2] += (float(rng.uniform(-0.08, 0.08)) * w, float(rng.uniform(-0.08, 0.08)) * h)
+    copy = cv2.warpAffine(field, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    if rng.random() < 0.5:
+        copy = copy[:, ::-1]
+    return cv2.resize(copy, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+
+
+def make_field_set(root: Path, fields: int = 5, copies: int = 5, seed: int = 0,
+                   size: tuple[int, int] = (192, 256)) -> dict[str, str]:
+    """A tiny stand-in for the public set with its original fields:
+
+    root/sources/field_XX.png: `fields` fields plus two more, field_A0 and field_A1, cut
+    from one wider canvas at positions half a field apart (they overlap);
+    root/images/{TRAIN,TEST}/<CLASS>/_<k>_<n>.jpeg: `copies` augmented copies of each, k
+    shuffled so that it says nothing about the field.
+
+    Returns each image's path (relative to root/images) -> the field it was made from.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    sources = root / "sources"
+    sources.mkdir(parents=True, exist_ok=True)
+    pictures = {f"field_{i:02d}": draw_field(rng, size) for i in range(fields)}
+    canvas = draw_field(rng, (h, w + w // 2))
+    pictures["field_A0"], pictures["field_A1"] = canvas[:, :w].copy(), canvas[:, w // 2:].copy()
+    for name, picture in pictures.items():
+        cv2.imwrite(str(sources / f"{name}.png"), picture)
+    truth, n = {}, 0
+    names = sorted(pictures)
+    positions = rng.permutation(len(names) * copies)
+    for f, name in enumerate(names):
+        split = "TEST" if f % 3 == 2 else "TRAIN"
+        cls = CLASSES[f % len(CLASSES)]
+        folder = root / "images" / split / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for c in range(copies):
+            k = int(positions[f * copies + c]) % 7
+            rel = f"{split}/{cls}/_{k}_{n}.jpeg"
+            cv2.imwrite(str(root / "images" / rel), augment_field(pictures[name], rng), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            truth[rel] = name
+            n += 1
+    return truth

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import click
 
@@ -128,3 +131,41 @@ def train(data_dir, groups_file, group_pattern, size, epochs, patience, batch_si
                f"against Otsu masks ({m['epochs_run']} epochs, {m['train_seconds']:.0f} s{padding})")
     click.echo(f"stored in {report.model_dir}" + (f"; MLflow run {runs[0]} (experiment unet)" if runs else
                                                   " (trained earlier; --retrain to replace it)"))
+
+
+@data.command("groups")
+@o.data_dir(required=True)
+@click.option("--sources", type=click.Path(file_okay=False),
+              help="Folder of the original fields the images were made from (the public set's "
+                   "dataset-master/Original_Images). Without it, near-duplicates are clustered among the images.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The groups CSV: path,group,...")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Folder for groups.json, summary.txt and near-misses.png. [default: <out>-report/ beside --out]")
+@click.option("--workers", type=click.IntRange(1), default=lambda: os.cpu_count() or 1, show_default="CPU count",
+              help="Processes matching images.")
+def groups(data_dir, sources, out, report_dir, workers) -> None:
+    """Find which original field each image was made from: the true groups for a grouped
+    validation split. Overlapping fields (the same cells seen from neighbouring stage
+    positions) are one group."""
+    from preprocessing.discovery import group_by_sources, write_csv
+    from preprocessing.near_duplicates import group_by_similarity
+
+    from search.groups_report import summary_lines, write_report
+
+    def progress(label: str, total: int):
+        return click.progressbar(length=total, label=label, file=sys.stderr)
+
+    def warn(message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    out_path = o.output_file(out)
+    report_path = Path(report_dir) if report_dir else out_path.with_name(out_path.stem + "-report")
+    if sources:
+        grouping = group_by_sources(data_dir, sources, workers=workers, progress=progress, warn=warn)
+    else:
+        grouping = group_by_similarity(data_dir, workers=workers, progress=progress, warn=warn)
+    write_csv(grouping, out_path)
+    report = write_report(grouping, report_path, data_dir, sources)
+    for line in summary_lines(report):
+        click.echo(line)
+    click.echo(f"groups: {out_path}; report: {report_path}")
