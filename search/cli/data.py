@@ -169,3 +169,21 @@ def groups(data_dir, sources, out, report_dir, workers) -> None:
     for line in summary_lines(report):
         click.echo(line)
     click.echo(f"groups: {out_path}; report: {report_path}")
+    _audit_found(data_dir, out_path)
+
+
+def _audit_found(data_dir: str, groups_csv: Path) -> None:
+    """What the groups just found say of TEST against TRAIN and of a study's 3 folds, so the
+    leak they reveal is seen at once (the same table as `search data audit`)."""
+    from preprocessing import DataError, load_dataset
+    from preprocessing.audit import audit as run_audit, table
+    from preprocessing.groups import Grouping
+
+    try:
+        data = load_dataset(data_dir, grouping=Grouping(file=str(groups_csv.resolve())))
+        rows = run_audit(data, None, cv=3, seed=0)
+    except (DataError, ValueError) as exc:  # e.g. too few groups per class for 3 folds
+        click.echo(f"audit skipped: {exc}")
+        return
+    for line in table(rows, data.grouping.describe(), data.grouping.describe()):
+        click.echo(line)

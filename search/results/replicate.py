@@ -155,7 +155,7 @@ def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -
                     f"{result.train_seconds:.0f} s; {time.time() - started:.0f} s in all")
                 del result
             report = probs_report(test, idx, np.mean(probs, axis=0), provider.dataset.classes,
-                                  frozenset(dataset.train.groups))
+                                  frozenset(provider.dataset.train.groups))
             state = "COMPLETE"
         finally:
             run.end(state)
