@@ -14,7 +14,7 @@ import pytest
 
 from preprocessing import DataError
 from preprocessing.discovery import group_by_sources, list_images
-from preprocessing.features import aligned_correlation, align, field_features, mirror, mirrored, read_gray
+from preprocessing.features import align, aligned_correlation, field_features, mirror, mirrored
 from preprocessing.near_duplicates import component_names, group_by_similarity
 from preprocessing.synthetic import draw_field, make_field_set
 
