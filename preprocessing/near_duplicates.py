@@ -1,8 +1,9 @@
 """Groups without the original fields: augmented copies of one field, found among the images.
 
-1. SIFT keypoints of every image, as it is and mirrored (kept on disk, not in memory).
-2. A bag of visual words (k-means vocabulary, TF-IDF) over both, so that an image and its
-   mirrored copy describe alike; each image's most similar images are its shortlist.
+1. SIFT keypoints of every image (kept on disk, not in memory).
+2. A bag of visual words (k-means vocabulary, TF-IDF) over them and their mirrors, so that
+   an image and its mirrored copy describe alike; each image's most similar images are its
+   shortlist.
 3. Each shortlisted pair is verified like an image against a field (RANSAC similarity
    transform; few inliers need agreeing pixels too); verified pairs join groups.
 4. Overlapping fields: the images most similar to each group from outside it are verified
@@ -20,6 +21,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.preprocessing import normalize
 
 from .discovery import (
     MIN_CORRELATION,
@@ -31,12 +33,22 @@ from .discovery import (
     connected,
     list_images,
 )
-from .features import Alignment, Features, align, aligned_correlation, field_features, mirror, read_gray
+from .features import (
+    MIRRORED_BINS,
+    Alignment,
+    Features,
+    align,
+    aligned_correlation,
+    field_features,
+    mirror,
+    mirrored,
+    read_gray,
+)
 from .images import UnreadableImage
 from .parallel import Progress, Stopwatch, no_progress, parallel_map, worker_state
 
 VOCABULARY = 1024
-VOCABULARY_SAMPLE = 200_000  # descriptors the words are learnt from
+VOCABULARY_SAMPLE = 100_000  # descriptors the words are learnt from
 NEIGHBOURS = 10  # shortlisted per image: a field has ~35 copies in TRAIN, so most are found twice
 OUTSIDE = 3  # per image, the most similar images in other groups: where overlaps are looked for
 PAIRS_PER_GROUPS = 3  # of those, verified per pair of groups
@@ -50,31 +62,28 @@ SCALE_RANGE = (0.75, 1.33)
 
 
 class FeatureStore:
-    """Every image's keypoints (as is, and mirrored) in two flat files that worker processes
-    map read-only: the public set's 12,515 images hold ~6 million keypoints."""
+    """Every image's keypoints in two flat files that worker processes map read-only: the
+    public set's 12,515 images hold ~3 million keypoints (400 MB)."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
-        offsets = np.load(self.folder / "offsets.npy")
-        self.offsets = offsets  # (2n + 1,): image i as is at slot 2i, mirrored at 2i + 1
-        total = int(offsets[-1])
-        self.points = np.memmap(self.folder / "points.bin", np.float32, "r", shape=(total, 2)) if total else np.zeros((0, 2), np.float32)
-        self.descriptors = (np.memmap(self.folder / "descriptors.bin", np.uint8, "r", shape=(total, 128)) if total
-                            else np.zeros((0, 128), np.uint8))
+        self.offsets = np.load(self.folder / "offsets.npy")  # image i: keypoints offsets[i]:offsets[i + 1]
         self.sizes = np.load(self.folder / "sizes.npy")
+        total = int(self.offsets[-1])
+        if total:
+            self.points = np.memmap(self.folder / "points.bin", np.float32, "r", shape=(total, 2))
+            self.descriptors = np.memmap(self.folder / "descriptors.bin", np.uint8, "r", shape=(total, 128))
+        else:
+            self.points, self.descriptors = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8)
 
     def __len__(self) -> int:
         return len(self.sizes)
 
-    def get(self, i: int, mirrored: bool = False) -> Features:
-        slot = 2 * i + int(mirrored)
-        a, b = int(self.offsets[slot]), int(self.offsets[slot + 1])
-        return Features(np.asarray(self.points[a:b]), np.asarray(self.descriptors[a:b]),
-                        (int(self.sizes[i][0]), int(self.sizes[i][1])))
-
-    def slot_ranges(self) -> np.ndarray:
-        """(2n, 2): start and end of each slot's keypoints."""
-        return np.stack([self.offsets[:-1], self.offsets[1:]], axis=1)
+    def get(self, i: int, mirror: bool = False) -> Features:
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        found = Features(np.asarray(self.points[a:b]), np.asarray(self.descriptors[a:b]),
+                         (int(self.sizes[i][0]), int(self.sizes[i][1])))
+        return mirrored(found) if mirror else found
 
 
 class FeatureWriter:
@@ -82,16 +91,16 @@ class FeatureWriter:
         self.folder = folder
         self._points = open(folder / "points.bin", "wb")
         self._descriptors = open(folder / "descriptors.bin", "wb")
-        self.offsets, self.sizes = [0], []
+        self.offsets: list[int] = [0]
+        self.sizes: list[tuple[int, int]] = []
 
-    def add(self, pair: tuple[Features, Features] | None, size: tuple[int, int] = (0, 0)) -> None:
-        """An image's features as is and mirrored; None for an unreadable one (no keypoints)."""
-        for f in pair if pair is not None else (None, None):
-            if f is not None:
-                self._points.write(np.ascontiguousarray(f.points, np.float32).tobytes())
-                self._descriptors.write(np.ascontiguousarray(f.descriptors, np.uint8).tobytes())
-            self.offsets.append(self.offsets[-1] + (len(f) if f is not None else 0))
-        self.sizes.append(pair[0].size if pair is not None else size)
+    def add(self, features: Features | None) -> None:
+        """An image's features; None for an unreadable one (no keypoints)."""
+        if features is not None:
+            self._points.write(np.ascontiguousarray(features.points, np.float32).tobytes())
+            self._descriptors.write(np.ascontiguousarray(features.descriptors, np.uint8).tobytes())
+        self.offsets.append(self.offsets[-1] + (len(features) if features is not None else 0))
+        self.sizes.append(features.size if features is not None else (0, 0))
 
     def close(self) -> FeatureStore:
         self._points.close()
@@ -101,12 +110,11 @@ class FeatureWriter:
         return FeatureStore(self.folder)
 
 
-def _image_features_task(rel: str) -> tuple[Features, Features] | str:
+def _image_features_task(rel: str) -> Features | str:
     try:
-        gray = read_gray(worker_state["root"] / rel)
+        return field_features(read_gray(worker_state["root"] / rel))
     except UnreadableImage as exc:
         return str(exc)
-    return field_features(gray), field_features(mirror(gray))
 
 
 def _root_setup(root: str) -> dict:
@@ -118,14 +126,21 @@ def _root_setup(root: str) -> dict:
 
 def learn_vocabulary(store: FeatureStore, words: int = VOCABULARY, sample: int = VOCABULARY_SAMPLE,
                      seed: int = 0) -> np.ndarray:
-    """(words, 128) float32 cluster centres of a random sample of all keypoints."""
+    """(words, 128) float32 centres: k-means centres of a random sample of all keypoints
+    (and their mirrors), then the same centres mirrored. Word w + words/2 is word w seen in
+    a mirror, so a mirrored image's words are its original's, shifted by half."""
     total = len(store.descriptors)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(total, size=min(sample, total), replace=False))
-    data = np.asarray(store.descriptors[rows], np.float32)
-    words = max(1, min(words, len(data) // 4))
-    kmeans = MiniBatchKMeans(n_clusters=words, random_state=seed, batch_size=4096, n_init=1, max_iter=50)
-    return kmeans.fit(data).cluster_centers_.astype(np.float32)
+    data = np.asarray(store.descriptors[rows])
+    data = np.vstack([data, data[:, MIRRORED_BINS]]).astype(np.float32)
+    half = max(1, min(words // 2, len(data) // 8))
+    # Random initial centres: k-means++ takes minutes for 512 centres, and a shortlist needs
+    # words that separate fields, not the best possible ones.
+    kmeans = MiniBatchKMeans(n_clusters=half, init="random", random_state=seed, batch_size=4096, n_init=1,
+                             max_iter=20)
+    centres = kmeans.fit(data).cluster_centers_.astype(np.float32)
+    return np.vstack([centres, centres[:, MIRRORED_BINS]])
 
 
 def nearest_words(descriptors: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> np.ndarray:
@@ -139,11 +154,16 @@ def nearest_words(descriptors: np.ndarray, centres: np.ndarray, chunk: int = 655
 
 
 def word_counts(store: FeatureStore, centres: np.ndarray) -> sparse.csr_matrix:
-    """(2n, words) counts: row 2i image i as is, 2i + 1 mirrored."""
+    """(n, words) how often each word occurs in each image."""
     words = nearest_words(store.descriptors, centres)
-    slots = np.repeat(np.arange(len(store.offsets) - 1), np.diff(store.offsets))
-    return sparse.csr_matrix((np.ones(len(words), np.float32), (slots, words)),
-                             shape=(len(store.offsets) - 1, len(centres)))
+    images = np.repeat(np.arange(len(store)), np.diff(store.offsets))
+    return sparse.csr_matrix((np.ones(len(words), np.float32), (images, words)), shape=(len(store), len(centres)))
+
+
+def mirror_counts(counts: sparse.csr_matrix) -> sparse.csr_matrix:
+    """The counts each image's mirror would have (learn_vocabulary's word pairs swapped)."""
+    half = counts.shape[1] // 2
+    return counts[:, np.r_[half:2 * half, 0:half]].tocsr()
 
 
 def tfidf(counts: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -153,14 +173,13 @@ def tfidf(counts: sparse.csr_matrix) -> sparse.csr_matrix:
 
 def image_vectors(counts: sparse.csr_matrix) -> sparse.csr_matrix:
     """One row per image, the same for an image and its mirrored copy: words of both."""
-    both = counts[0::2] + counts[1::2]
-    return tfidf(both)
+    return tfidf(counts + mirror_counts(counts))
 
 
 def most_similar(vectors: sparse.csr_matrix, k: int, labels: np.ndarray | None = None,
                  block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(n, k) indices and cosine similarities of each row's k most similar other rows; with
-    labels, only rows of other labels count. Similarity 0 (or -1 pads) means no neighbour."""
+    labels, only rows of other labels count. A similarity of 0 or less means no neighbour."""
     n = vectors.shape[0]
     k = max(0, min(k, n - 1))
     index = np.full((n, k), -1, np.int64)
@@ -216,9 +235,9 @@ def _check_task(task: tuple[int, int, bool]) -> PairCheck:
     store: FeatureStore = worker_state["store"]
     best = PairCheck(i, j, None)
     query = store.get(i)
-    for mirrored in (mirrored_first, not mirrored_first):
-        check = PairCheck(i, j, align(query, store.get(j, mirrored)), mirrored)
-        if check.inliers > best.inliers:
+    for flip in (mirrored_first, not mirrored_first):
+        check = PairCheck(i, j, align(query, store.get(j, flip)), flip)
+        if (check.is_plausible(), check.inliers) > (best.is_plausible(), best.inliers):
             best = check
         if best.inliers >= MIN_INLIERS and best.is_plausible():
             break
@@ -238,12 +257,12 @@ def _with_pixels(check: PairCheck) -> PairCheck:
 
 
 def orientation_tasks(pairs: np.ndarray, counts: sparse.csr_matrix) -> list[tuple[int, int, bool]]:
-    """(i, j, whether j's mirrored keypoints fit i's better, by their words)."""
-    weighted = tfidf(counts)
-    plain_i = weighted[2 * pairs[:, 0]]
-    as_is = np.asarray(plain_i.multiply(weighted[2 * pairs[:, 1]]).sum(axis=1)).ravel()
-    mirrored = np.asarray(plain_i.multiply(weighted[2 * pairs[:, 1] + 1]).sum(axis=1)).ravel()
-    return [(int(i), int(j), bool(m > a)) for (i, j), a, m in zip(pairs, as_is, mirrored)]
+    """(i, j, whether j's mirror shares more words with i than j does)."""
+    plain, flipped = normalize(counts), normalize(mirror_counts(counts))
+    first, second = plain[pairs[:, 0]], pairs[:, 1]
+    as_is = np.asarray(first.multiply(plain[second]).sum(axis=1)).ravel()
+    as_mirror = np.asarray(first.multiply(flipped[second]).sum(axis=1)).ravel()
+    return [(int(i), int(j), bool(m > a)) for (i, j), a, m in zip(pairs, as_is, as_mirror)]
 
 
 def unique_pairs(index: np.ndarray, score: np.ndarray) -> np.ndarray:
