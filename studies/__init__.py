@@ -2,7 +2,8 @@
 
 Shipped: cnn, fcn (the study's spaces), seed-cnn, seed-fcn (its best fixed configurations), fast
 (a small modern net for a CPU budget), families (the study's FCN and the fast net in one
-narrowed space: the cross-validated campaign's).
+narrowed space: the 2026-11-30 campaign's), campaign (both, wide enough to hold every known
+configuration: the 2026-12 campaign's).
 A user's own study is a path to a .py file with the same function.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .config import TrialConfig
 from .params import ParamError, Params
 
 SHIPPED = {"cnn": "cnn", "fcn": "fcn", "seed-cnn": "seed_cnn", "seed-fcn": "seed_fcn", "fast": "fast",
-           "families": "families"}
+           "families": "families", "campaign": "campaign"}
 
 
 class StudyError(ValueError):

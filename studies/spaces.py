@@ -59,4 +59,8 @@ def fixed_config(p: Params, arch: str, dropout: float) -> TrialConfig:
         batch_size=p.constant("batch_size", 128),
         optimizer=p.constant("optimizer", "adam"),
         learning_rate=p.constant("learning_rate", 1e-3),
+        # Named, so a space that searches them can hold the study's training (--enqueue-study).
+        label_smoothing=p.constant("label_smoothing", 0.0),
+        weight_decay=p.constant("weight_decay", 0.0),
+        lr_schedule=p.constant("lr_schedule", "constant"),
     )

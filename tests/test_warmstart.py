@@ -59,16 +59,28 @@ def test_enqueued_values_take_the_space_s_types_and_respect_param_and_constants(
 
 
 def test_a_fixed_study_maps_into_a_space_by_name_or_says_what_it_cannot_hold():
-    got = mapped_params("seed-fcn", settings(**FIXED), load_study("fcn"))
+    got, notes = mapped_params("seed-fcn", settings(**FIXED), load_study("fcn"))
     assert got == {"kernel_1": 2, "kernel_2": 2, "kernel_3": 2, "kernel_4": 2, "kernel_5": 2, "dropout": 0.1,
                    "scaling": "channel", "fit": "stretch", "optimizer": "adam", "learning_rate": 0.001}
-    assert "size" not in got  # --param fixes it for both
+    assert "size" not in got and notes == []  # --param fixes it for both
     with pytest.raises(SearchError, match="study cnn cannot hold its configuration: model.arch fcn \\(here cnn\\)"):
         mapped_params("seed-fcn", settings("cnn"), load_study("cnn"))
-    with pytest.raises(SearchError, match="it searches .*family.*, which seed-fcn does not set"):
+    with pytest.raises(SearchError, match="it searches depth, kernel, which seed-fcn does not set"):
         mapped_params("seed-fcn", settings("families"), load_study("families"))
     with pytest.raises(SearchError, match="--enqueue-study fcn is a search space"):
         mapped_params("fcn", settings(), load_study("fcn"))
+
+
+def test_a_fixed_study_finds_its_branch_and_takes_the_spaces_constants():
+    """`campaign` searches `family`, which seed-fcn does not name: the choice that builds the
+    same model is found, and the space's own resolution stands, said in a note."""
+    got, notes = mapped_params("seed-fcn", settings("campaign"), load_study("campaign"))
+    assert got == {"family": "fcn", "fcn_kernel": 2, "fcn_width": 1.0, "dropout": 0.1, "scaling": "channel",
+                   "batch_size": 128, "learning_rate": 0.001, "label_smoothing": 0.0, "lr_schedule": "constant"}
+    assert notes == ["size=60x80 (this space's; seed-fcn has 120x160)"]
+    # A launch that fixes another width leaves no branch that builds the study's FCN: one line.
+    with pytest.raises(SearchError, match="campaign cannot hold its configuration: model.width 1.0 \\(here 0.5\\)"):
+        mapped_params("seed-fcn", settings("campaign", fcn_width="0.5"), load_study("campaign"))
 
 
 def test_domains_hold_what_optuna_would_accept():

@@ -36,6 +36,7 @@ class Seeds:
 class Enqueued:
     params: dict[str, Any]  # searched names only, as Optuna's distributions hold them
     source: str  # what the trial's record says it is: --enqueue, or the fixed study's name
+    notes: tuple[str, ...] = ()  # where the space's constants replaced the fixed study's values
 
 
 @dataclass
@@ -115,26 +116,75 @@ def _config_differences(want: TrialConfig, got: TrialConfig) -> list[str]:
     return [f"{key} {a.get(key)} (here {b.get(key)})" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
 
 
-def mapped_params(name: str, settings: SearchSettings, suggest: Callable[[Params], TrialConfig]) -> dict[str, Any]:
-    """A fixed study's configuration in the launched space, by parameter name: the values of
-    the names the space searches. Whatever the space cannot hold (a value outside it, a name
-    it searches that the fixed study does not set, a constant or architecture of its own that
-    would make another model) is one line."""
+MAX_BRANCHES = 512  # categorical choices tried when a fixed study leaves a space's choices open
+
+
+@dataclass
+class _Branch:
+    """One way of reading a fixed study in a space: the categorical choices it made for the
+    names the fixed study does not set (a `family`), and what it came to."""
+
+    params: dict[str, Any]
+    notes: list[str]
+    problems: list[str]
+    complete: bool = True  # False: the space searches names this branch leaves unset
+
+
+def _branches(name: str, values: dict[str, Any], settings: SearchSettings,
+              suggest: Callable[[Params], TrialConfig], chosen: dict[str, Any], budget: list[int]):
     option, study = f"--enqueue-study {name}", settings.study
-    values, want = fixed_study_values(name, settings)
-    # Constants are the space's own: only searched names take the fixed study's values.
-    first, _ = _dry_run(suggest, {**values, **settings.params}, option, study)
-    searched = {k: v for k, v in values.items() if k in first.searched and k not in settings.params}
-    p, got = _dry_run(suggest, {**searched, **settings.params}, option, study)
-    problems = [f"{k}={v} is outside it ({p.domains[k]})" for k, v in searched.items()
+    budget[0] -= 1
+    if budget[0] < 0:
+        return
+    # The fixed study's values for every name this branch searches, to a fixed point (a value
+    # can open a branch with more names).
+    taken: dict[str, Any] = {}
+    for _ in range(8):
+        p, got = _dry_run(suggest, {**taken, **chosen, **settings.params}, option, study)
+        more = {k: v for k, v in values.items() if k in p.searched and k not in settings.params and k not in chosen}
+        if more == taken:
+            break
+        taken = more
+    free = [k for k in p.free() if k not in chosen]
+    if free:
+        open_ = [k for k in free if p.domains[k].kind == "categorical"]
+        if not open_:
+            yield _Branch({}, [], [f"it searches {', '.join(free)}, which {name} does not set"], complete=False)
+            return
+        for choice in p.domains[open_[0]].choices:
+            yield from _branches(name, values, settings, suggest, {**chosen, open_[0]: choice}, budget)
+        return
+    problems = [f"{k}={v} is outside it ({p.domains[k]})" for k, v in taken.items()
                 if k in p.domains and not p.domains[k].holds(p.values[k])]
-    if p.free():
-        problems.append(f"it searches {', '.join(p.free())}, which {name} does not set")
-    if not problems:
-        problems = _config_differences(want, got)
-    if problems:
-        raise SearchError(f"{option}: study {study} cannot hold its configuration: {'; '.join(problems)}")
-    return {k: p.values[k] for k in p.searched if k in searched}
+    # The space's own constants stand (its resolution, say): the fixed study is compared as if
+    # built with them, and the launch says where they differ from it.
+    constants = {k: p.values[k] for k in values
+                 if k in p.values and k not in p.searched and k not in settings.params and p.values[k] != values[k]}
+    _, want = _dry_run(load_study(name), {**{k: v for k, v in settings.params.items() if k in values}, **constants},
+                       option, name)
+    problems = problems or _config_differences(want, got)
+    notes = [f"{k}={v} (this space's; {name} has {values[k]})" for k, v in constants.items()]
+    yield _Branch({k: p.values[k] for k in p.searched if k in taken or k in chosen}, notes, problems)
+
+
+def mapped_params(name: str, settings: SearchSettings,
+                  suggest: Callable[[Params], TrialConfig]) -> tuple[dict[str, Any], list[str]]:
+    """A fixed study's configuration in the launched space: the values of the names the space
+    searches, and for a name the fixed study does not set (a `family`) the categorical choice
+    that builds the same model. The space's constants stand and are returned as notes. Whatever
+    the space cannot hold (a value outside it, a name it searches that no choice explains, an
+    architecture of its own) is one line."""
+    values, _ = fixed_study_values(name, settings)
+    found = list(_branches(name, values, settings, suggest, {}, [MAX_BRANCHES]))
+    for branch in found:
+        if not branch.problems:
+            return branch.params, branch.notes
+    # The nearest miss is the most useful line: a branch that builds a model and differs in one
+    # setting says more than one that leaves names unset.
+    fewest = (min(found, key=lambda b: (not b.complete, len(b.problems))).problems if found
+              else ["too many choices to try"])
+    raise SearchError(f"--enqueue-study {name}: study {settings.study} cannot hold its configuration: "
+                      f"{'; '.join(fewest)}")
 
 
 # --- warm start ---------------------------------------------------------------------------
@@ -209,6 +259,11 @@ def open_warm_start(seeds: Seeds, settings: SearchSettings, data_id: dict) -> Wa
     return WarmStart(source, was)
 
 
+def _mapped(name: str, settings: SearchSettings, suggest: Callable[[Params], TrialConfig]):
+    params, notes = mapped_params(name, settings, suggest)
+    return params, name, tuple(notes)
+
+
 def plan(seeds: Seeds, settings: SearchSettings, data_id: dict) -> Plan:
     """Every check of the launch's known configurations and warm start, nothing written."""
     if seeds.warm_start_storage and not seeds.warm_start_from:
@@ -216,7 +271,7 @@ def plan(seeds: Seeds, settings: SearchSettings, data_id: dict) -> Plan:
     result = Plan()
     if seeds.enqueue or seeds.enqueue_studies:
         suggest = load_study(settings.study)
-        result.enqueued = [Enqueued(mapped_params(n, settings, suggest), n) for n in seeds.enqueue_studies]
+        result.enqueued = [Enqueued(*_mapped(n, settings, suggest)) for n in seeds.enqueue_studies]
         result.enqueued += [Enqueued(enqueued_params(parse_assignments(text), settings, suggest), ENQUEUE)
                             for text in seeds.enqueue]
     if seeds.warm_start_from:
@@ -237,6 +292,8 @@ def apply(plan_: Plan, study: optuna.Study, settings: SearchSettings) -> list[st
             notes.append(f"the warm-started trials' MLflow runs are in {plan_.warm.settings.tracking_uri}, not "
                          f"{redact(settings.tracking_uri)}: evaluate and ensemble find their models there only")
     for e in plan_.enqueued:
+        if e.notes:
+            notes.append(f"--enqueue-study {e.source} at {', '.join(e.notes)}")
         # skip_if_exists: a relaunch does not queue a known configuration twice.
         study.enqueue_trial(e.params, user_attrs={ENQUEUED: e.source}, skip_if_exists=True)
     trials = study.get_trials(deepcopy=False)
