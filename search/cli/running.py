@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from search.cli import options as o
+from studies import SHIPPED
 from models.config import TTA_MODES
 from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettings, check_study_name
 
 
 @click.command()
 @click.option("--study", "study", default="fcn", show_default=True,
-              help="Search space: cnn, fcn, seed-cnn, seed-fcn, fast, families, or a path to your own .py study.")
+              help=f"Search space: {', '.join(SHIPPED)}, or a path to your own .py study.")
 @click.option("--trials", type=int, default=20, show_default=True,
               help="Finished trials (complete + pruned) the study should reach, across all launches.")
 @o.data_dir(required=True)
