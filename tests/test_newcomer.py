@@ -328,3 +328,38 @@ def test_12_negative_seeds_and_timeouts_are_refused(tiny_data, option, value):
     done = run_search(tiny_data, "launch", *TINY, "--trials", "1", "--data-dir", "data", option, value)
     assert done.returncode == 2 and f"Invalid value for '{option}'" in done.stderr
     assert "Traceback" not in done.stderr and nothing_made(tiny_data)
+
+
+# --- 15. a failed trial is one line; its traceback is in its MLflow run ------------------------
+
+BROKEN_TRAINING = '''import sys
+from studies.seed_fcn import suggest
+
+if "tensorflow" in sys.modules:  # in the worker only: the launcher's dry run stays TensorFlow-free
+    import search.running.objective as objective
+
+    def _broken(*args, **kwargs):
+        raise RuntimeError("the training broke\\nwith a second line")
+
+    objective.train = _broken
+'''
+
+
+@pytest.mark.slow
+def test_15_each_failed_trial_is_one_line_and_its_traceback_is_in_mlflow(tiny_data):
+    (tiny_data / "broken.py").write_text(BROKEN_TRAINING)
+    done = run_search(tiny_data, "launch", "--study", "broken.py", "--param", "size=16x16", "--epochs", "1",
+                      "--trials", "2", "--data-dir", "data", "--quiet")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    failed = [line for line in lines if line.startswith("trial ")]
+    assert lines == [*failed, "error: trials keep failing; stopped. Last failure: RuntimeError: the training broke"]
+    assert len(failed) == 3 and "Traceback" not in done.stderr and "failed with value" not in done.stderr
+    run_id = failed[0].split("MLflow run ")[1].split(",")[0]
+    assert failed[0] == (f"trial 0 failed: RuntimeError: the training broke (traceback: MLflow run {run_id}, "
+                         "failure/traceback.txt)")
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tiny_data / 'mlflow.db'}")
+    local = client.download_artifacts(run_id, "failure/traceback.txt", str(tiny_data))
+    text = Path(local).read_text()
+    assert "Traceback (most recent call last)" in text and "RuntimeError: the training broke" in text

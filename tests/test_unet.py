@@ -72,3 +72,26 @@ def test_unet_is_trained_once_even_by_concurrent_workers(tmp_path):
     m, p = masked.read(idx), plain.read(idx)
     assert np.all((m == p) | (m == 0))  # masking only zeroes pixels
     assert (m == 0).sum() > (p == 0).sum()
+
+
+def test_a_refused_unet_is_remembered_for_its_data_size_and_settings(tmp_path, caplog):
+    """Issue 24, point 15: every mask=unet trial asks for the same U-Net; one refused for low
+    Dice is refused again at once, not trained again per trial."""
+    from search.running.unet import REFUSED, UnetError
+
+    make_split_dataset(tmp_path / "data", cells_per_class=3, copies=2)
+    train = load_dataset(tmp_path / "data").train
+    ask = dict(epochs=1, patience=1, batch_size=8)  # one epoch at 16x16 stays far below MIN_DICE
+
+    def trainings(**extra) -> int:
+        caplog.clear()
+        with pytest.raises(UnetError, match="below 0.5") as refused:
+            ensure_unet(train, (16, 16), tmp_path / "cache", **{**ask, **extra})
+        trained = sum("training the U-Net" in r.getMessage() for r in caplog.records)
+        return trained, str(refused.value)
+
+    assert trainings()[0] == 1
+    again, why = trainings()
+    assert again == 0 and "refused earlier with the same settings" in why and REFUSED in why
+    assert trainings(retrain=True)[0] == 1  # asked for: trained again
+    assert trainings(seed=1)[0] == 1  # other settings are another attempt

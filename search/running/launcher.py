@@ -460,5 +460,5 @@ class Launcher:
 def _failure_message(study: optuna.Study) -> str:
     failed = [t for t in read_trials(study, states=(S.FAIL,)) if not t.surplus]
     reason = (failed[-1].fail_reason or "") if failed else ""
-    last = reason.strip().splitlines()[-1] if reason else "see the worker output above"
+    last = reason.strip().splitlines()[0] if reason.strip() else "see the worker output above"
     return f"trials keep failing; stopped. Last failure: {last}"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +30,18 @@ from search.settings import EPOCH_PRUNERS, PARENT_RUN_ATTR, SearchSettings
 from search.stores.tracking import Tracker, TrialRun
 
 log = logging.getLogger("bloodsearch.objective")
+
+
+FAILURE_ARTIFACT = "failure/traceback.txt"
+
+
+def say_failed(number: int, exc: BaseException, run_id: str | None = None) -> None:
+    """One line per failed trial on the worker's stderr (the worker silences Optuna's own
+    report of it, a traceback per trial); the traceback is in the trial's MLflow run."""
+    text = str(exc).strip()
+    reason = f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+    where = f" (traceback: MLflow run {run_id}, {FAILURE_ARTIFACT})" if run_id else ""
+    print(f"trial {number} failed: {reason}{where}", file=sys.stderr, flush=True)
 
 
 class SurplusTrial(Exception):
@@ -93,7 +107,12 @@ class Objective:
         recorder = TrialRecorder(trial)
         self._claim(trial, recorder)
         s = self.settings
-        config = self.suggest(Params(trial, s.params))
+        try:
+            config = self.suggest(Params(trial, s.params))
+        except Exception as exc:
+            recorder.failed(exc)
+            say_failed(trial.number, exc)
+            raise
         # A retried trial inherits its original's record (search.record.INHERITED): its seed too.
         origin, seed = inherited(trial.user_attrs, trial.number)
         seed = seed if seed is not None else trial_seed(s.seed, origin)
@@ -117,6 +136,8 @@ class Objective:
             raise
         except Exception as exc:
             recorder.failed(exc)
+            run.log_text(traceback.format_exc(), FAILURE_ARTIFACT)
+            say_failed(trial.number, exc, run.run_id)
             raise
         finally:
             run.end(state)

@@ -40,6 +40,10 @@ DEFAULTS = {"epochs": 10, "patience": 3, "batch_size": 32, "seed": 0, "val_fract
 # trials masked by it would be recorded as ordinary results.
 MIN_DICE = 0.5
 CURRENT = "current"  # in a U-Net home folder: the digest of the one new studies use
+# In a U-Net home folder: why the last training with these options was refused. Every
+# mask=unet trial asks for the same U-Net; training it again per trial to be refused again
+# cost minutes each.
+REFUSED = "refused.json"
 
 
 class UnetError(DataError):
@@ -146,6 +150,17 @@ def _train_into(folder: Path, image_set: ImageSet, size: tuple[int, int], fit: s
     return meta
 
 
+def _refused_before(home: Path, options: dict, retrain: bool) -> None:
+    """Refuse at once what was refused for the same data, size, fit and training options."""
+    path = home / REFUSED
+    if retrain or not path.exists():
+        return
+    refused = json.loads(path.read_text())
+    if refused["options"] == json.loads(json.dumps(options)):
+        raise UnetError(f"{refused['reason']} (refused earlier with the same settings: {path}; "
+                        f"search unet train --retrain tries again)")
+
+
 def ensure_unet(image_set: ImageSet, size: tuple[int, int], cache_dir: str | Path, fit: str = "stretch",
                 retrain: bool = False, callbacks=(), on_trained: Callable[[UnetReport], None] | None = None,
                 **settings) -> UnetReport:
@@ -156,10 +171,12 @@ def ensure_unet(image_set: ImageSet, size: tuple[int, int], cache_dir: str | Pat
     options = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
     if not retrain and (found := _current(home)):
         return found
+    _refused_before(home, options, retrain)
     home.mkdir(parents=True, exist_ok=True)
     with exclusive(home.parent / f"{home.name}.lock"):
         if not retrain and (found := _current(home)):  # trained by whoever held the lock before us
             return found
+        _refused_before(home, options, retrain)
         h, w = size
         log.warning("training the U-Net for %s at %dx%d (%s)", image_set.where, h, w,
                     "sides padded to a multiple of 8" if any((h % 8, w % 8)) else "no padding")
@@ -169,9 +186,12 @@ def ensure_unet(image_set: ImageSet, size: tuple[int, int], cache_dir: str | Pat
         try:
             meta = _train_into(tmp, image_set, size, fit, root, callbacks=callbacks, **options)
             if meta["val_dice"] < MIN_DICE:
-                raise UnetError(f"the U-Net trained at {h}x{w} reached validation Dice {meta['val_dice']:.3f} against "
-                                f"its Otsu masks, below {MIN_DICE}: its masks would be mostly wrong, so it is not "
-                                f"used; train it at a larger size or for longer (search unet train)")
+                reason = (f"the U-Net trained at {h}x{w} reached validation Dice {meta['val_dice']:.3f} against its "
+                          f"Otsu masks, below {MIN_DICE}: its masks would be mostly wrong, so it is not used; train "
+                          f"it at a larger size or for longer (search unet train)")
+                (home / REFUSED).write_text(json.dumps({"options": options, "reason": reason}, indent=1))
+                raise UnetError(reason)
+            (home / REFUSED).unlink(missing_ok=True)
             final = home / meta["digest"]
             if final.exists():  # the same weights again (a deterministic retrain): keep the first
                 shutil.rmtree(tmp)

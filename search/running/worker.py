@@ -8,6 +8,7 @@ import copy
 import faulthandler
 import logging
 import os
+import re
 import signal
 import sys
 import warnings
@@ -23,6 +24,8 @@ from search.stores.storage import STORAGE_ERRORS
 
 # How the launcher starts a worker, and how it recognises one in /proc/<pid>/cmdline.
 WORKER_MODULE = "search.running.worker"
+# Optuna's two warnings for a failed trial (optuna/study/_optimize.py).
+OPTUNA_FAILURE = re.compile(r"Trial \d+ failed with (parameters|value)")
 EXIT_OK, EXIT_USAGE, EXIT_FAILING, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 MAX_CONSECUTIVE_FAILURES = 3
 log = logging.getLogger("bloodsearch.worker")
@@ -137,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # A stop request fails the running trial, and Optuna would log that with the whole
-    # TensorFlow stack; the launcher says it in one line instead.
+    # Optuna reports each failed trial with its whole stack, then "Trial N failed with value
+    # None"; the objective says it in one line instead (the stack goes to the trial's MLflow
+    # run), and a stop request is the launcher's to say.
     for handler in logging.getLogger("optuna").handlers:  # records of its child loggers pass here
-        handler.addFilter(lambda record: not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt)))
+        handler.addFilter(lambda record: not OPTUNA_FAILURE.match(record.getMessage()))
     # Heartbeat and retry are marked experimental in Optuna; we rely on them knowingly.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     import tensorflow as tf

@@ -198,6 +198,9 @@ class Tracker:
     def log_artifacts(self, run_id: str, folder: str | Path, path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(folder), artifact_path=path)
 
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
     def download(self, run_id: str, path: str, dst: str | Path) -> Path:
         from mlflow.artifacts import download_artifacts
 
@@ -335,6 +338,10 @@ class TrialRun:
     def log_artifacts(self, folder: str | Path) -> None:
         if self.run_id:
             self._call(self.tracker.log_artifacts, self.run_id, folder)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.run_id:
+            self._call(self.tracker.log_text, self.run_id, text, artifact_file)
 
     def log_table(self, columns: dict[str, list], artifact_file: str) -> None:
         if self.run_id:
