@@ -1,6 +1,7 @@
 """Decode one image file into the uint8 array a model sees (before scaling)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,11 @@ from PIL import Image, UnidentifiedImageError
 
 from .config import ImageSpec, PreprocessConfig, image_spec
 from .masks import apply_mask
+
+# Large scans are ours to shrink, not an attack: PIL's warning above ~89 megapixels printed
+# once per image; its error at twice that still marks the file unreadable. A filter for the
+# process, not catch_warnings: the cache decodes in threads, and that context is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # Pillow's resize default for RGB since 9.x; named so the cache never changes under a Pillow upgrade.
 RESAMPLE = Image.Resampling.BICUBIC

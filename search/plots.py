@@ -1,6 +1,7 @@
 """Artifact pictures. Matplotlib with the file-only backend: workers have no screen."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -9,6 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# A class name in a script the font lacks (CJK, say) is drawn as boxes; the counts beside it
+# stay right, and a warning per glyph per trial only buried the output.
+warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
 
 
 def confusion_png(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str) -> None:

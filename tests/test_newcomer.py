@@ -363,3 +363,42 @@ def test_15_each_failed_trial_is_one_line_and_its_traceback_is_in_mlflow(tiny_da
     local = client.download_artifacts(run_id, "failure/traceback.txt", str(tiny_data))
     text = Path(local).read_text()
     assert "Traceback (most recent call last)" in text and "RuntimeError: the training broke" in text
+
+
+# --- 16. what the output no longer buries, and what it now says ---------------------------------
+
+def test_16_workers_that_ask_for_more_threads_than_cores_are_questioned():
+    from search.running.launcher import oversubscribed
+
+    assert oversubscribed(4, None, cores=2) == (
+        "--workers 4, each with TensorFlow's default of all 2 cores: 8 threads on 2 cores, which contend and slow "
+        "every trial (--workers 2 --threads 1 uses each core once)")
+    assert "4 threads on 2 cores" in oversubscribed(4, 1, cores=2)
+    assert oversubscribed(2, 1, cores=2) is None and oversubscribed(1, None, cores=2) is None
+    assert oversubscribed(2, 4, cores=8) is None
+
+
+QUIET_PICTURES = """
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from preprocessing import PreprocessConfig
+from preprocessing.images import load_image
+from search.plots import confusion_png
+
+out = Path(sys.argv[1])
+Image.new("RGB", (10000, 9000), (200, 30, 30)).save(out / "scan.png")  # 90 megapixels: above PIL's warning
+assert load_image(out / "scan.png", PreprocessConfig(size=(12, 16))).shape == (12, 16, 3)
+confusion_png(np.eye(2, dtype=int), ["\u597d\u9178\u7403", "\u30ea\u30f3\u30d1\u7403"], out / "c.png", "x")
+"""
+
+
+def test_16_a_huge_image_and_a_class_name_the_font_lacks_print_no_warnings(tmp_path):
+    # In a process of its own: pytest records every warning, whatever filters the code set.
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", QUIET_PICTURES, str(tmp_path)], capture_output=True, text=True,
+                          env=env_for(tmp_path), timeout=300)
+    assert done.returncode == 0 and (tmp_path / "c.png").exists(), done.stderr
+    assert "Glyph" not in done.stderr and "DecompressionBomb" not in done.stderr, done.stderr

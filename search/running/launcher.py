@@ -150,6 +150,23 @@ def open_study(settings: SearchSettings, tracker: Tracker, create: bool, data_id
     return study
 
 
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def oversubscribed(workers: int, threads: int | None, cores: int | None = None) -> str | None:
+    """A line when the local workers ask for more threads than the machine has cores: each
+    TensorFlow then time-slices against the others, and every trial runs slower."""
+    cores = cores or available_cores()
+    asked = workers * (threads or cores)
+    if workers < 2 or asked <= cores:
+        return None
+    each = f"--threads {threads}" if threads else f"TensorFlow's default of all {cores} cores"
+    fit = max(1, cores // workers)
+    return (f"--workers {workers}, each with {each}: {asked} threads on {cores} cores, which contend and slow every "
+            f"trial (--workers {min(workers, cores)} --threads {fit} uses each core once)")
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -335,6 +352,8 @@ class Launcher:
         for note in apply_seeds(seeding, study, s):
             print(f"note: study {s.study_name}: {note}", file=sys.stderr)
         self._warn_about_sqlite(study)
+        if note := oversubscribed(s.workers, s.threads):
+            print(f"note: study {s.study_name}: {note}", file=sys.stderr)
         recovered = recover_local_orphans(study, tracker, live=set())
         if recovered and not self.quiet:
             print(f"recovered trial(s) {recovered} left running by a crashed worker; their parameters are queued again",
