@@ -7,7 +7,7 @@ ModelConfig imports without TensorFlow, so processes that only plan trials stay 
 """
 from .config import ModelConfig
 
-__all__ = ["ModelConfig", "ARCHITECTURES", "build_model", "count_trainable", "load_model"]
+__all__ = ["ModelConfig", "ARCHITECTURES", "build_model", "count_trainable", "training_bytes", "load_model"]
 
 
 def load_model(path):
@@ -20,7 +20,7 @@ def load_model(path):
 
 
 def __getattr__(name: str):
-    if name in ("ARCHITECTURES", "build_model", "count_trainable"):
+    if name in ("ARCHITECTURES", "build_model", "count_trainable", "training_bytes"):
         from . import registry
 
         return getattr(registry, name)

@@ -28,3 +28,17 @@ def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_clas
 
 def count_trainable(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def training_bytes(model: keras.Model, batch_size: int) -> tuple[int, str]:
+    """A rough upper estimate of the memory one training step holds, and what it is made of:
+    float32 weights with their gradients and Adam's two moments, and each layer's output kept
+    for the backward pass with its gradient, for a batch."""
+    weights = int(sum(np.prod(w.shape) for w in model.weights))
+    outputs = 0
+    for layer in model.layers[1:]:  # the input layer holds the batch itself
+        for out in keras.tree.flatten(layer.output):
+            outputs += int(np.prod(out.shape[1:]))
+    need = 4 * (4 * weights + 2 * batch_size * outputs)
+    return need, f"{weights:,} weights, {outputs:,} activations per image, batch {batch_size}"
+

@@ -323,6 +323,29 @@ def test_11_a_size_that_is_not_heightxwidth_says_what_one_looks_like(tiny_data, 
 
 
 @pytest.mark.slow
+def test_11_a_size_whose_cache_cannot_fit_is_refused_naming_the_numbers(tiny_data):
+    done = run_search(tiny_data, "launch", "--study", "fast", "--trials", "1", "--data-dir", "data",
+                      "--param", "size=100000x100000")
+    one_line_error(done, "--param size 100000x100000: its image cache would take 670.6 GiB (24 images x "
+                         "100000x100000x3 bytes) and ", " GiB free; choose a smaller size or a --cache-dir with room")
+    assert nothing_made(tiny_data)
+
+
+def test_11_a_model_too_large_for_memory_is_refused_before_it_trains():
+    from models import ModelConfig, build_model, training_bytes
+    from search.running.capacity import TooLarge, check_memory
+
+    small = build_model(ModelConfig("fast", kernels=(3,) * 3, width=0.5), (16, 16, 3), 4)
+    deep = build_model(ModelConfig("fast", kernels=(3,) * 12, width=0.5), (16, 16, 3), 4)
+    need, what = training_bytes(small, 32)
+    assert need < training_bytes(deep, 32)[0] and need < training_bytes(small, 64)[0]
+    assert what.endswith("activations per image, batch 32")
+    check_memory(need, what, available=2 * need)
+    with pytest.raises(TooLarge, match=r"the model needs about .* to train \(.* weights, .*\) and this machine has "):
+        check_memory(need, what, available=need)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("option, value", [("--seed", "-1"), ("--timeout", "-5"), ("--timeout", "0")])
 def test_12_negative_seeds_and_timeouts_are_refused(tiny_data, option, value):
     done = run_search(tiny_data, "launch", *TINY, "--trials", "1", "--data-dir", "data", option, value)

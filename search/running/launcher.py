@@ -20,14 +20,16 @@ from pathlib import Path
 import optuna
 
 from models.config import TTA_MODES
-from preprocessing import DataError, cv_folds, load_dataset, validation_split
+from preprocessing import DataError, cv_folds, default_cache_dir, load_dataset, validation_split
 from preprocessing.inspection import check_classes_readable, readable
 from studies import ParamError, StudyError, check_params, load_study, study_digest
 
 from search.urls import redact
+from search.running.capacity import check_cache_fits
 from search.running.algorithms import check_pruner, check_sampler, make_pruner, pruner_note
 from search.errors import SearchError
 from search.record import S, read_trials
+from search.tta import check_space as check_tta_space
 from search.running.progress import progress_line, snapshot
 from search.running.seeding import Seeds, apply as apply_seeds, defining_difference, plan as plan_seeds
 from search.settings import CHANGEABLE, DATA_ATTR, METRICS, PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
@@ -55,9 +57,13 @@ def validate(settings: SearchSettings) -> dict:
     try:
         suggest = load_study(settings.study)
         check_params(suggest, settings.params, settings.study)
+        check_tta_space(settings.tta, suggest, settings.params, settings.study)
         data = load_dataset(settings.data_dir, record_dir=settings.cache_dir, grouping=settings.grouping())
+        for note in data.notes:  # files left out, a class TEST lacks: said before any trial, even with --quiet
+            print(f"warning: {note}", file=sys.stderr)
         # Unreadable files can leave a class empty or too small to split: say so now, not
         # as a one-class model with val_accuracy 1.0 in trial 0.
+        check_cache_fits(suggest, settings.params, data.train, Path(settings.cache_dir or default_cache_dir()))
         ok = readable(data.train, settings.cache_dir)
         check_classes_readable(data.train, ok)
         if settings.cv:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from models import build_model, count_trainable
+from models import build_model, count_trainable, training_bytes
 from preprocessing import make_batches
 from studies import TrialConfig
 
 from search.record import FitResult
+from search.running.capacity import check_memory
 from search.running.data import TrialData
 
 # A model whose best validation accuracy is not this far above chance has not learned.
@@ -84,6 +85,8 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
     pre = config.preprocess
     model = build_model(config.model, (*pre.size, pre.channels), data.num_classes,
                         scaling=(data.stats.kind, data.stats.mean, data.stats.std))
+    # Refused before training, not killed by the kernel mid-epoch: a huge size or depth.
+    check_memory(*training_bytes(model, min(config.batch_size, len(data.split.train))))
     compile_model(model, config, data.num_classes, epochs * math.ceil(len(data.split.train) / config.batch_size))
     train_ds = make_batches(data.cache, data.split.train, config.batch_size, shuffle=True, seed=seed)
     val_ds = make_batches(data.cache, data.split.val, config.batch_size)
