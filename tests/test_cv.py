@@ -41,6 +41,17 @@ def test_tta_of_a_flip_symmetric_image_is_the_plain_prediction():
                                    atol=1e-6)
 
 
+def test_the_best_epoch_recorded_is_the_one_early_stopping_kept():
+    """Under --metric log-loss early stopping watches val_loss and restores its best epoch; the
+    record once named the epoch of the best accuracy instead (fold 1 of the 2026-12 campaign's
+    trial 1: weights of epoch 1 kept, "best epoch 6" recorded)."""
+    from search.running.training import _best_epoch
+
+    history = {"val_loss": [1.37, 2.35, 3.06, 3.35, 2.25, 2.26], "val_accuracy": [0.34, 0.3, 0.31, 0.33, 0.35, 0.4]}
+    assert _best_epoch(history, "val_loss") == 1 and _best_epoch(history, "val_accuracy") == 6
+    assert _best_epoch({}, "val_loss") == 0
+
+
 def test_ensemble_selection_picks_the_trial_better_on_every_fold():
     from search.results.ensemble import greedy_selection
 

@@ -76,6 +76,15 @@ class TrainResult:
                          val_group_accuracy=round(s["group-accuracy"], 6))
 
 
+def _best_epoch(history: dict, monitor: str) -> int:
+    """The epoch early stopping restored: the best of what it watched (val_loss for a log-loss
+    study, where the best accuracy can come epochs later than the weights kept)."""
+    curve = np.asarray(history.get(monitor, []), dtype=float)
+    if not curve.size or np.isnan(curve).all():
+        return 0
+    return int(np.nanargmin(curve) if monitor == "val_loss" else np.nanargmax(curve)) + 1
+
+
 def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int,
           callbacks: list[keras.callbacks.Callback] = (), monitor: str = "val_accuracy",
           tta: str = "none") -> TrainResult:
@@ -111,7 +120,7 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
     chance = 1.0 / data.num_classes
     return TrainResult(
         model=model, history=history, best_val_accuracy=float(best),
-        best_epoch=int(np.nanargmax(history["val_accuracy"])) + 1 if val_acc else 0,
+        best_epoch=_best_epoch(history, monitor),
         epochs_run=len(history.get("loss", [])), train_seconds=seconds,
         params_count=count_trainable(model), diverged=diverged,
         converged=not diverged and best >= chance + CONVERGENCE_MARGIN,

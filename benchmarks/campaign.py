@@ -1,0 +1,155 @@
+"""The campaign's report (issues 25 section 5 and 26 part 5): every finished trial of a
+cross-validated study evaluated once on TEST, whole and clean (without the TEST fields that
+overlap a TRAIN field), beside its validation criteria; the Spearman correlation of each
+criterion with clean TEST; the replications of the winner and the baseline; `results.json`.
+TEST is for diagnosis only: the winner is the objective's, whatever TEST says.
+
+    python benchmarks/campaign.py evaluate --runs ~/bloodsearch-runs/campaign-2026-12 --study-name campaign-honest
+    python benchmarks/campaign.py report --runs ~/bloodsearch-runs/campaign-2026-12 --study-name campaign-honest \
+        [--replicates winner=rep-winner.json:60x80 --replicates baseline=rep-baseline.json:60x80] [--results docs/.../results.json]
+
+`evaluate` is resumable (a trial whose eval-<n>.json exists is skipped). The runs folder holds
+the study's stores: optuna.db, mlflow.db and the image cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _storage(runs: Path) -> str:
+    return f"sqlite:///{runs / 'optuna.db'}"
+
+
+def _study(runs: Path, name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=_storage(runs))
+
+
+def finished(runs: Path, name: str) -> list:
+    from search.record import S, read_trials
+
+    return [r for r in read_trials(_study(runs, name)) if r.state == S.COMPLETE and r.fits]
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
+    for record in finished(args.runs, args.study_name):
+        out = args.runs / f"eval-{record.number}.json"
+        if out.exists():
+            continue
+        done = subprocess.run([sys.executable, "-m", "search.cli", "evaluate", "--study-name", args.study_name,
+                               "--trial", str(record.number), "--storage", _storage(args.runs), "--cache-dir",
+                               str(args.runs / "cache"), "--json"], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            print(f"trial {record.number}: evaluate failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+            continue
+        out.write_text(done.stdout)
+        print(f"trial {record.number}: evaluated", flush=True)
+
+
+def rows(runs: Path, name: str) -> list[dict]:
+    out = []
+    for r in finished(runs, name):
+        path = runs / f"eval-{r.number}.json"
+        if not path.exists():
+            continue
+        test = json.loads(path.read_text())["splits"]["TEST"]
+        clean, c = test["clean"], r.config
+        out.append({
+            "trial": r.number, "baseline": r.enqueued,
+            "what": (f"{c.model.arch} {c.preprocess.size_text} depth {len(c.model.kernels)} kernel "
+                     f"{c.model.kernels[0]} width {c.model.width} {c.preprocess.scaling} mask {c.preprocess.mask} "
+                     f"aug {c.model.augment} batch {c.batch_size} lr {c.learning_rate:.2g}"),
+            "cv_log_loss": r.mean_score("log-loss"), "cv_accuracy": r.mean_score("accuracy"),
+            "cv_group_accuracy": r.mean_score("group-accuracy"),
+            "fold_accuracies": [round(f.val_accuracy, 4) for f in r.fits],
+            "test_accuracy": test["accuracy"], "test_clean_accuracy": clean["accuracy"],
+            "test_clean_ci95": clean["accuracy_ci95"], "test_clean_log_loss": clean["log_loss"],
+            "test_clean_group_accuracy": clean["groups"]["group_accuracy"], "cpu_seconds": r.train_seconds,
+        })
+    return out
+
+
+def spearman(table: list[dict], key: str, higher_is_better: bool) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(table) < 3:
+        return None
+    sign = 1 if higher_is_better else -1
+    return round(float(spearmanr([sign * r[key] for r in table], [r["test_clean_accuracy"] for r in table]).statistic), 3)
+
+
+def replicate_summary(path: Path, resolution: str) -> dict:
+    """`search replicate --json`'s per-seed clean TEST accuracies, their mean and spread."""
+    import statistics
+
+    data = json.loads(path.read_text())
+    seeds = [s for s in data["seeds"] if s.get("test_clean_accuracy") is not None]
+    values = [s["test_clean_accuracy"] for s in seeds]
+    return {"test_clean_mean": round(statistics.mean(values), 4),
+            "test_clean_std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
+            "test_clean": [round(v, 4) for v in values], "seeds": len(values),
+            "resolution": resolution}
+
+
+def report(args: argparse.Namespace) -> None:
+    table = rows(args.runs, args.study_name)
+    criteria = {"cv_log_loss": False, "cv_accuracy": True, "cv_group_accuracy": True}
+    rho = {k: spearman(table, k, hi) for k, hi in criteria.items()}
+    print("| trial | configuration | CV log-loss (objective) | CV accuracy (folds) | CV per-group | TEST "
+          "| clean TEST [95% over groups] | clean per-group | gap CV acc − clean TEST | training CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(table, key=lambda r: r["cv_log_loss"]):
+        lo, hi = r["test_clean_ci95"]
+        mark = f" (baseline: {r['baseline']})" if r["baseline"] else ""
+        print(f"| {r['trial']}{mark} | {r['what']} | {r['cv_log_loss']:.3f} | {r['cv_accuracy']:.3f} "
+              f"({', '.join(f'{a:.2f}' for a in r['fold_accuracies'])}) | {r['cv_group_accuracy']:.3f} "
+              f"| {r['test_accuracy']:.3f} | {r['test_clean_accuracy']:.3f} [{lo:.3f}, {hi:.3f}] "
+              f"| {r['test_clean_group_accuracy']:.3f} | {r['cv_accuracy'] - r['test_clean_accuracy']:+.3f} "
+              f"| {r['cpu_seconds']:.0f} |")
+    print()
+    for key, value in rho.items():
+        print(f"Spearman of {key} (signed so +1 ranks as clean TEST does) against clean TEST accuracy over "
+              f"{len(table)} trials: {value}")
+    cpu = sum(r.train_seconds or 0 for r in finished(args.runs, args.study_name)) / 3600
+    print(f"training CPU-hours of the finished trials: {cpu:.2f}")
+    results = {"study": args.study_name, "trials": table, "spearman_clean": {"value": rho["cv_log_loss"],
+                                                                            "trials": len(table)},
+               "spearman_clean_by_criterion": rho, "cpu_hours": round(cpu, 2)}
+    for item in args.replicates:
+        role, _, rest = item.partition("=")
+        file, _, resolution = rest.partition(":")
+        results[role] = replicate_summary(args.runs / file, resolution)
+        print(f"{role}: {results[role]}")
+    if args.results:
+        args.results.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("evaluate", "report"):
+        p = sub.add_parser(command)
+        p.add_argument("--runs", type=lambda v: Path(v).expanduser().resolve(), required=True)
+        p.add_argument("--study-name", required=True)
+        if command == "report":
+            p.add_argument("--replicates", action="append", default=[], metavar="ROLE=FILE:SIZE",
+                           help="A `search replicate --json` output in --runs and its resolution, as winner= or "
+                                "baseline=.")
+            p.add_argument("--results", type=Path, help="Write results.json here.")
+    args = parser.parse_args()
+    (evaluate if args.command == "evaluate" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
