@@ -3,6 +3,10 @@
 Two layouts are accepted:
 - split: TRAIN/<CLASS>/..., TEST/<CLASS>/..., optional TEST_SIMPLE/<CLASS>/... (the public set);
 - flat: <CLASS>/..., for which a stratified, grouped test split is made once and recorded.
+
+A class folder's images include those in its sub-folders (a folder per patient or slide is a
+common way to keep them). What is skipped or lopsided without being an error (broken
+symbolic links, a class with no TEST image) is said in DataSet.notes, for the caller to show.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ class ImageSet:
     files: tuple[str, ...]
     labels: np.ndarray = field(repr=False)
     groups: tuple[str, ...] = field(repr=False)
-    fingerprint: str = ""  # names, sizes and mtimes: keys caches (a touched file is re-read)
+    fingerprint: str = ""  # names, sizes and mtimes; the image cache keys on content (preprocessing.digests)
     listing: str = ""  # names and sizes only: the same files anywhere, e.g. another machine's copy
 
     def __len__(self) -> int:
@@ -71,6 +75,9 @@ class DataSet:
     classes: tuple[str, ...]
     splits: dict[str, ImageSet]
     grouping: Grouping = Grouping()
+    notes: tuple[str, ...] = ()  # one line each, worth a warning: data left out or a class TEST lacks
+    split_record: Path | None = None  # a flat layout's TEST split record
+    split_recorded: bool = True  # False: a read-only load made the split in memory, as a launch would
 
     @property
     def train(self) -> ImageSet:
@@ -90,9 +97,35 @@ def _class_dirs(folder: Path) -> list[Path]:
         return [Path(e.path) for e in _visible(it) if e.is_dir()]
 
 
-def _scan_class(folder: Path) -> list[os.DirEntry]:
-    with os.scandir(folder) as it:
-        files = [e for e in _visible(it) if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES]
+def _inode(path: str | os.PathLike) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _walk_images(folder: Path, broken: list[Path], seen: set[tuple[int, int]]) -> list[os.DirEntry]:
+    """Image files under folder, sub-folders included, in name order; broken symbolic links
+    are collected in broken. seen: folders already walked (a linked folder may loop back)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = _visible(it)
+    except OSError as exc:
+        raise DataError(f"folder {folder} cannot be read ({exc.strerror or exc})") from None
+    files = []
+    for e in entries:
+        if e.is_dir():
+            if (key := _inode(e.path)) not in seen:
+                seen.add(key)
+                files.extend(_walk_images(Path(e.path), broken, seen))
+        elif e.is_file():
+            if Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+                files.append(e)
+        elif e.is_symlink():  # neither file nor folder behind it: dangling, or a loop of links
+            broken.append(Path(e.path))
+    return files
+
+
+def _scan_class(folder: Path, broken: list[Path]) -> list[os.DirEntry]:
+    files = _walk_images(folder, broken, {_inode(folder)})
     if not files:
         raise DataError(f"class folder {folder} holds no images (.jpg/.jpeg/.png/.bmp/.tif)")
     return files
@@ -119,7 +152,8 @@ def _image_set(root: Path, name: str, classes: tuple[str, ...], entries: list[tu
                     tuple(groups), _fingerprint(items), _fingerprint([(rel, size) for rel, size, _ in items]))
 
 
-def _scan_split(root: Path, split_dir: Path, classes: tuple[str, ...] | None) -> tuple[tuple[str, ...], list]:
+def _scan_split(root: Path, split_dir: Path, classes: tuple[str, ...] | None,
+                broken: list[Path]) -> tuple[tuple[str, ...], list]:
     dirs = _class_dirs(split_dir)
     if len(dirs) < 2 and classes is None:
         raise DataError(f"{split_dir} needs at least two class folders, found {len(dirs)}")
@@ -130,7 +164,7 @@ def _scan_split(root: Path, split_dir: Path, classes: tuple[str, ...] | None) ->
             raise DataError(f"{split_dir} has class folder(s) {', '.join(unknown)} that TRAIN lacks")
     entries = []
     for d in dirs:
-        for e in _scan_class(d):
+        for e in _scan_class(d, broken):
             entries.append((d.name, Path(e.path).relative_to(root).as_posix(), e))
     return names, entries
 
@@ -144,12 +178,15 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
 
 
 def load_dataset(data_dir: str | os.PathLike, record_dir: str | os.PathLike | None = None,
-                 test_fraction: float = 0.2, grouping: Grouping | None = None) -> DataSet:
+                 test_fraction: float = 0.2, grouping: Grouping | None = None,
+                 write_record: bool = True) -> DataSet:
     """Scan a data dir. Raises DataError (one line, naming the folder or file) on anything unusable.
 
     record_dir: where a flat layout's test split is recorded when data_dir is read-only.
     grouping: which images must stay together (default: the data dir's groups.csv if it has
     one, else each file alone).
+    write_record: False for commands that only look (data inspect, data audit): a flat layout
+    without a record gets the split a launch would make, and nothing is written.
     """
     root = Path(data_dir).expanduser()
     if not root.exists():
@@ -160,27 +197,58 @@ def load_dataset(data_dir: str | os.PathLike, record_dir: str | os.PathLike | No
     grouping = grouping or resolve_grouping(root)
     split_dirs = _find_split_dirs(root)
     if split_dirs:
-        if "TRAIN" not in split_dirs:
-            raise DataError(f"data dir {root} has {', '.join(sorted(split_dirs))} but no TRAIN folder")
-        classes, train_entries = _scan_split(root, split_dirs["TRAIN"], None)
-        by_split = {"TRAIN": train_entries}
-        for name in ("TEST", "TEST_SIMPLE"):
-            if name in split_dirs:
-                by_split[name] = _scan_split(root, split_dirs[name], classes)[1]
-        groups = grouping.assign({name: [e[1] for e in entries] for name, entries in by_split.items()})
-        splits = {name: _image_set(root, name, classes, entries, groups[name]) for name, entries in by_split.items()}
-        return DataSet(root, "split", classes, splits, grouping)
+        return _split_layout(root, split_dirs, grouping)
+    return _flat_layout(root, grouping, record_dir, test_fraction, write_record)
 
-    classes, entries = _scan_split(root, root, None)
+
+def _split_layout(root: Path, split_dirs: dict[str, Path], grouping: Grouping) -> DataSet:
+    if "TRAIN" not in split_dirs:
+        raise DataError(f"data dir {root} has {', '.join(sorted(split_dirs))} but no TRAIN folder")
+    broken: list[Path] = []
+    classes, train_entries = _scan_split(root, split_dirs["TRAIN"], None, broken)
+    by_split = {"TRAIN": train_entries}
+    for name in ("TEST", "TEST_SIMPLE"):
+        if name in split_dirs:
+            by_split[name] = _scan_split(root, split_dirs[name], classes, broken)[1]
+    groups = grouping.assign({name: [e[1] for e in entries] for name, entries in by_split.items()})
+    splits = {name: _image_set(root, name, classes, entries, groups[name]) for name, entries in by_split.items()}
+    return DataSet(root, "split", classes, splits, grouping, notes=_broken_note(root, broken))
+
+
+def _flat_layout(root: Path, grouping: Grouping, record_dir, test_fraction: float, write_record: bool) -> DataSet:
+    broken: list[Path] = []
+    classes, entries = _scan_split(root, root, None, broken)
     if not classes:
         raise DataError(f"data dir {root} has no class folders (expected <CLASS>/ or TRAIN/<CLASS>/)")
     groups = grouping.assign({"ALL": [e[1] for e in entries]})["ALL"]
-    test_groups = _flat_test_groups(root, classes, entries, groups, grouping, record_dir, test_fraction)
+    record = _record_path(root, record_dir)
+    recorded = record.exists() or write_record
+    test_groups = _flat_test_groups(record, root, classes, entries, groups, grouping, test_fraction, write_record)
     sides = {"TRAIN": [i for i, g in enumerate(groups) if g not in test_groups],
              "TEST": [i for i, g in enumerate(groups) if g in test_groups]}
-    return DataSet(root, "flat", classes, {
-        name: _image_set(root, name, classes, [entries[i] for i in idx], [groups[i] for i in idx])
-        for name, idx in sides.items()}, grouping)
+    splits = {name: _image_set(root, name, classes, [entries[i] for i in idx], [groups[i] for i in idx])
+              for name, idx in sides.items()}
+    notes = _broken_note(root, broken) + _untested_note(splits["TEST"], record)
+    return DataSet(root, "flat", classes, splits, grouping, notes=notes, split_record=record,
+                   split_recorded=recorded)
+
+
+def _broken_note(root: Path, broken: list[Path]) -> tuple[str, ...]:
+    if not broken:
+        return ()
+    return (f"{len(broken)} broken symbolic link(s) skipped in {root}, e.g. {broken[0].relative_to(root).as_posix()}",)
+
+
+def _untested_note(test: ImageSet, record: Path) -> tuple[str, ...]:
+    """A fresh split holds out every class; a class without TEST images came after the record
+    (its groups all went to TRAIN, as new groups do) and would never be tested."""
+    missing = [c for c, n in test.class_counts().items() if n == 0]
+    if not missing:
+        return ()
+    which = f"class {missing[0]} has" if len(missing) == 1 else f"classes {', '.join(missing)} have"
+    return (f"{which} no TEST image: none of its groups is in the TEST split recorded in {record} (made before "
+            f"the class was added?), so all its images are in TRAIN; to test it, delete that file and the next "
+            f"launch makes a new split (for new studies)",)
 
 
 def _record_path(root: Path, record_dir: str | os.PathLike | None) -> Path:
@@ -191,14 +259,14 @@ def _record_path(root: Path, record_dir: str | os.PathLike | None) -> Path:
     return base / "splits" / (hashlib.sha256(str(root).encode()).hexdigest()[:16] + ".json")
 
 
-def _flat_test_groups(root: Path, classes: tuple[str, ...], entries: list, groups: list[str], grouping: Grouping,
-                      record_dir, fraction: float) -> set[str]:
-    """Groups held out as TEST: chosen once (stratified, grouped), then read back from the record.
+def _flat_test_groups(path: Path, root: Path, classes: tuple[str, ...], entries: list, groups: list[str],
+                      grouping: Grouping, fraction: float, write: bool = True) -> set[str]:
+    """Groups held out as TEST: chosen once (stratified, grouped), then read back from the record
+    at path (written only if write).
 
     Groups that appear after the record was written go to TRAIN, so no image ever moves
     from TEST into training.
     """
-    path = _record_path(root, record_dir)
     if path.exists():
         try:
             record = json.loads(path.read_text())
@@ -214,6 +282,8 @@ def _flat_test_groups(root: Path, classes: tuple[str, ...], entries: list, group
     labels = np.asarray([classes.index(e[0]) for e in entries])
     _, test_idx = grouped_holdout(labels, groups, fraction, seed=0, class_names=classes)
     test_groups = sorted({groups[i] for i in test_idx})
+    if not write:
+        return set(test_groups)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"data_dir": str(root), "fraction": fraction, "seed": 0, "grouping": grouping.key,

@@ -29,7 +29,9 @@ def _probe(path) -> tuple[tuple[int, int] | None, str | None]:
 
 def inspect_dataset(data: DataSet, workers: int = 4) -> dict:
     report = {"data_dir": str(data.root), "layout": data.layout, "classes": list(data.classes),
-              "grouping": data.grouping.describe(), "splits": {}}
+              "grouping": data.grouping.describe(), "warnings": list(data.notes), "splits": {}}
+    if data.split_record:
+        report["test_split"] = {"record": str(data.split_record), "recorded": data.split_recorded}
     for name, image_set in data.splits.items():
         with ThreadPoolExecutor(max_workers=workers) as pool:
             probes = list(pool.map(_probe, [image_set.path(i) for i in range(len(image_set))]))

@@ -32,7 +32,9 @@ def inspect(data_dir, groups_file, group_pattern, sheet, per_class, size, as_jso
 
     from search.plots import contact_sheet_png
 
-    dataset = load_dataset(data_dir, grouping=o.grouping(data_dir, groups_file, group_pattern))
+    # Read-only: a flat layout's TEST split is shown as a launch would make it, not recorded.
+    dataset = load_dataset(data_dir, grouping=o.grouping(data_dir, groups_file, group_pattern), write_record=False)
+    _warn(dataset)
     hw = parse_size(size)
     report = inspect_dataset(dataset)
     unreadable = {u["file"] for u in report["splits"]["TRAIN"]["unreadable"]}
@@ -52,7 +54,17 @@ def inspect(data_dir, groups_file, group_pattern, sheet, per_class, size, as_jso
         click.echo(f"  sizes (WxH): {sizes}")
         for u in split["unreadable"]:
             click.echo(f"  unreadable: {u['file']} ({u['error']})")
+    if split_record := report.get("test_split"):
+        click.echo(f"TEST split: recorded in {split_record['record']}" if split_record["recorded"] else
+                   f"TEST split: not recorded yet; shown as the first launch will make it and record it in "
+                   f"{split_record['record']}")
     click.echo(f"contact sheet: {sheet}")
+
+
+def _warn(dataset) -> None:
+    """What the data set left out or cannot test, before the command's own output."""
+    for note in dataset.notes:
+        click.echo(f"warning: {note}", err=True)
 
 
 @data.command("audit")
@@ -78,11 +90,11 @@ def audit(data_dir, groups_file, group_pattern, cv, seed, val_fraction, split_gr
     if sum(map(bool, (split_groups, split_pattern, split_per_file))) > 1:
         raise SearchError("give at most one of --split-groups, --split-pattern, --split-per-file")
     reference = o.grouping(data_dir, groups_file, group_pattern)
-    data = load_dataset(data_dir, grouping=reference)
+    data = load_dataset(data_dir, grouping=reference, write_record=False)
+    _warn(data)
     split_by = None
     if split_groups or split_pattern or split_per_file:
-        split_by = load_dataset(data_dir, grouping=Grouping() if split_per_file else
-                                o.grouping(data_dir, split_groups, split_pattern))
+        split_by = _regrouped(data, Grouping() if split_per_file else o.grouping(data_dir, split_groups, split_pattern))
     rows = run_audit(data, split_by, cv, seed, val_fraction)
     if as_json:
         click.echo(json.dumps({"reference": reference.describe(), "split_by": (split_by or data).grouping.describe(),
@@ -90,6 +102,16 @@ def audit(data_dir, groups_file, group_pattern, cv, seed, val_fraction, split_gr
         return
     for line in table(rows, reference.describe(), (split_by or data).grouping.describe()):
         click.echo(line)
+
+
+def _regrouped(data, grouping):
+    """data's files grouped another way. Not a second load: a flat layout's TEST split would be
+    made again with these groups, and TRAIN would not be the same files."""
+    from dataclasses import replace
+
+    groups = grouping.assign({name: list(split.files) for name, split in data.splits.items()})
+    return replace(data, grouping=grouping, splits={name: replace(split, groups=tuple(groups[name]))
+                                                    for name, split in data.splits.items()})
 
 
 @click.group()
@@ -180,7 +202,7 @@ def _audit_found(data_dir: str, groups_csv: Path) -> None:
     from preprocessing.groups import Grouping
 
     try:
-        data = load_dataset(data_dir, grouping=Grouping(file=str(groups_csv.resolve())))
+        data = load_dataset(data_dir, grouping=Grouping(file=str(groups_csv.resolve())), write_record=False)
         rows = run_audit(data, None, cv=3, seed=0)
     except (DataError, ValueError) as exc:  # e.g. too few groups per class for 3 folds
         click.echo(f"audit skipped: {exc}")

@@ -118,8 +118,9 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
 
     from models.combine import with_tta
 
-    from search.results.inference import member_models
+    from search.results.inference import check_trial_tta, member_models
 
+    check_trial_tta(tta, handle, trial)
     predictor = from_trial(handle, trial, tracker, cache_dir, whole=False)
     members, kind = member_models(trial, tracker)
     models = [with_tta(m, tta) for m in (members or [predictor.model])]

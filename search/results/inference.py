@@ -158,6 +158,15 @@ def member_models(trial: TrialRecord, tracker) -> tuple[list, str]:
     return models, kind
 
 
+def check_trial_tta(tta: str, handle, trial: TrialRecord) -> None:
+    """Refuse a TTA the trial's size cannot take before its model is downloaded and loaded."""
+    from search.tta import check_size
+
+    if trial.config is not None:  # a trial recorded without it: models.combine still refuses, later
+        check_size(tta, trial.config.preprocess.size, f"the size of trial {trial.number} of study "
+                   f"{handle.study.study_name}")
+
+
 def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: str = "none",
                whole: bool = True) -> Predictor:
     """The trial's model with its config, classes and U-Net. A --cv trial's model is the bag
@@ -165,6 +174,7 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
     maps); a --repeats trial serves its first seed's. tta wraps it in test-time augmentation."""
     import tempfile
 
+    check_trial_tta(tta, handle, trial)
     run_id = trial.run_id
     if not run_id:
         raise SearchError(f"trial {trial.number} has no MLflow run")

@@ -43,6 +43,13 @@ class Replication:
     tta: str = "none"  # test-time augmentation of each seed's TEST predictions
     grouping: Grouping = Grouping()  # the study's groups: its folds, and what clean TEST leaves out
 
+    def __post_init__(self) -> None:
+        from search.tta import check_size
+
+        # Before K seeds are trained, not after: their TEST predictions are where the TTA applies.
+        if self.config is not None:
+            check_size(self.tta, self.config.preprocess.size, f"the size of {self.name}")
+
 
 # What `search replicate --study` uses when no study stored its own.
 DEFAULT_EPOCHS, DEFAULT_PATIENCE, DEFAULT_SEED, DEFAULT_VAL_FRACTION = 20, 5, 0, 0.2
