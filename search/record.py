@@ -27,7 +27,7 @@ CONFIG, SEED, ORIGIN = "config", "seed", "origin_trial"
 ENQUEUED = "bloodsearch.enqueued"  # a known configuration put first: where it came from (seed-fcn, --enqueue)
 WARM_START = "bloodsearch.warm_start"  # a trial copied from an earlier study: {"study": name, "trial": number}
 INHERITED = (CONFIG, SEED, ORIGIN, ENQUEUED)
-HOST, PID, EPOCH, ELAPSED = "host", "pid", "epoch", "elapsed_s"
+HOST, PID, DEVICE, EPOCH, ELAPSED = "host", "pid", "device", "epoch", "elapsed_s"
 RUN_ID, SPLIT, FITS, UNET = "run_id", "split", "fits", "unet"
 SURPLUS, FAIL_REASON, TRACKING_ERROR = "surplus", "fail_reason", "tracking_error"
 
@@ -86,6 +86,7 @@ class TrialRecord:
     run_id: str | None = None
     host: str | None = None
     pid: int | None = None
+    device: str | None = None  # what it trained on: cpu, or gpu:<index> (search.running.gpus)
     epoch: int = 0  # epochs reached so far (of the current seed), for progress
     split: dict | None = None
     unet: str | None = None  # digest of the U-Net that masked its images (mask=unet)
@@ -186,6 +187,7 @@ def read_trial(t: optuna.trial.FrozenTrial) -> TrialRecord:
         config=TrialConfig.from_dict(config) if config else None, seed=a.get(SEED),
         # A warm-started trial's origin_trial numbers its earlier study's trials, not this one's.
         origin=t.number if WARM_START in a else a.get(ORIGIN, t.number), run_id=a.get(RUN_ID), host=a.get(HOST), pid=a.get(PID),
+        device=a.get(DEVICE),
         epoch=a.get(EPOCH, 0), split=a.get(SPLIT), unet=a.get(UNET), fits=tuple(FitResult.from_dict(f) for f in a.get(FITS, ())),
         fail_reason=a.get(FAIL_REASON), tracking_error=a.get(TRACKING_ERROR), surplus=bool(a.get(SURPLUS)),
         started=t.datetime_start, completed=t.datetime_complete, enqueued=a.get(ENQUEUED),

@@ -25,7 +25,8 @@ LEGACY_GROUPS = "file names (_<k>_ read as a cell id, which leaks: docs/groups.m
 # Free to change from one launch to the next; the change is said.
 CHANGEABLE = {"trials": "--trials", "workers": "--workers", "timeout": "--timeout", "sampler": "--sampler",
               "sampler_seed": "--sampler-seed", "pruner": "--pruner", "log_models": "--log-models",
-              "params": "--param", "trials_per_worker": "--trials-per-worker", "threads": "--threads"}
+              "params": "--param", "trials_per_worker": "--trials-per-worker", "threads": "--threads",
+              "gpus": "--gpus", "workers_per_gpu": "--workers-per-gpu"}
 PARENT_RUN_ATTR = "bloodsearch.parent_run_id"
 # A study's name is also its MLflow experiment's and its models' registered names, which
 # refuse '.', '/', ':', '%' and quotes; Optuna's storage caps names too.
@@ -58,7 +59,7 @@ class SearchSettings:
     patience: int = 5
     seed: int = 0
     timeout: float | None = None
-    workers: int = 1
+    workers: int = 1  # 0: one per GPU (times workers_per_gpu), or one without GPUs
     params: dict[str, str] = field(default_factory=dict)
     trials_per_worker: int = 5
     log_models: str = "all"
@@ -75,6 +76,8 @@ class SearchSettings:
     groups: str | None = None  # a CSV of path,group (absolute path); see preprocessing.groups
     group_pattern: str | None = None  # or a regular expression on file names
     groups_digest: str | None = None  # what the grouping made of TRAIN: fixed with the study
+    gpus: str | None = None  # --gpus: all, none or indices such as 0,2; None: every GPU found
+    workers_per_gpu: int = 1
 
     # Where the study lives is how it is found again, so it is not stored with it.
     _NOT_STORED = ("storage",)

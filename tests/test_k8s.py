@@ -275,3 +275,27 @@ def test_study_job_runs_once():
     job = by_kind("Job", "bloodsearch-create-study")
     assert job["spec"].get("completions", 1) == 1 and job["spec"].get("parallelism", 1) == 1
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+
+
+def _json_pointer_add(doc: dict, path: str, value) -> None:
+    *parents, last = [part.replace("~1", "/").replace("~0", "~") for part in path.lstrip("/").split("/")]
+    for part in parents:
+        doc = doc[int(part)] if isinstance(doc, list) else doc.setdefault(part, {})
+    doc[last] = value
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_gpu_overlay_gives_each_worker_pod_one_gpu(version):
+    """Issue 28: deploy/k8s/gpu patches the worker Job to request one GPU per pod."""
+    overlay = yaml.safe_load((K8S / "gpu" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == [".."]
+    (patch,) = overlay["patches"]
+    assert patch["target"] == {"kind": "Job", "name": "bloodsearch-worker"}
+    job = json.loads(json.dumps(by_kind("Job", "bloodsearch-worker")))
+    for op in yaml.safe_load(patch["patch"]):
+        assert op["op"] == "add"
+        _json_pointer_add(job, op["path"], op["value"])
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    kubernetes_validate.validate(job, version, strict=True)

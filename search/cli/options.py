@@ -32,6 +32,21 @@ study_tracking_uri = click.option(
 cache_dir = click.option(
     "--cache-dir", envvar="BLOODSEARCH_CACHE_DIR", show_envvar=True,
     help="Where decoded images are cached. [default: ~/.cache/bloodsearch]")
+
+
+def check_cache_dir(cache_dir: str | None) -> None:
+    """Refuse a cache dir no entry can be built in before any study exists: each trial
+    used to fail on it in turn (a read-only folder: three failed trials, 64 lines)."""
+    from pathlib import Path
+
+    from preprocessing.paths import default_cache_dir, unwritable_reason
+
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    reason = unwritable_reason(folder)
+    if reason:
+        raise SearchError(f"--cache-dir {cache_dir or folder}: {reason}; a search builds its decoded images there")
+
+
 study_name = click.option("--study-name", required=True, help="The study, as listed by `search studies`.")
 trial = click.option("--trial", "trial_number", type=int, help="Trial number. [default: the best]")
 as_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -39,6 +54,12 @@ quiet = click.option("--quiet", is_flag=True, help="No progress line.")
 threads = click.option("--threads", type=click.IntRange(1),
                        help="TensorFlow threads per worker (with --workers 2 on two cores: --threads 1). "
                             "[default: TensorFlow's, all cores; resume/worker: the launch's]")
+gpus = click.option("--gpus", metavar="all|none|0,2",
+                    help="GPUs for the local workers, one each, round-robin (nvidia-smi's indices; a "
+                         "CUDA_VISIBLE_DEVICES given to this command is honoured). [default: every GPU found]")
+workers_per_gpu = click.option("--workers-per-gpu", type=click.IntRange(1), metavar="K",
+                               help="Workers sharing each GPU; above 1 each grows its GPU memory as needed "
+                                    "instead of mapping it all. [default: 1]")
 tta = click.option("--tta", type=click.Choice(("none", "flip", "dihedral")), default="none", show_default=True,
                    help="Test-time augmentation: the mean of the probabilities over the image's flips "
                         "(dihedral: and 90-degree turns; square sizes).")

@@ -48,8 +48,11 @@ def status(study_name, storage, as_json) -> None:
     if (b := st.baseline) is not None:
         gain = f"; the best is {s.best_value - b.value:+.4f} against it" if s.best_value is not None else ""
         click.echo(f"baseline: trial {b.number} ({b.enqueued}) {b.value:.4f}{gain}")
+    if st.devices:
+        click.echo("trained on: " + ", ".join(f"{device} {n}" for device, n in st.devices.items()))
     for r in st.running:
-        click.echo(f"  running: trial {r.trial} on {r.host} pid {r.pid}, epoch {r.epoch}, "
+        click.echo(f"  running: trial {r.trial} on {r.host}{f' ({r.device})' if r.device else ''} pid {r.pid}, "
+                   f"epoch {r.epoch}, "
                    f"{duration(r.elapsed_s)} elapsed")
 
 

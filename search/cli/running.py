@@ -49,8 +49,11 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
                    "[default: --seed]")
 @click.option("--timeout", type=click.FloatRange(0, min_open=True),
               help="Stop starting new trials after this many seconds (> 0); running trials finish. [default: none]")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Local worker processes.")
+@click.option("--workers", type=click.IntRange(1),
+              help="Local worker processes. [default: one per GPU (x --workers-per-gpu), else 1]")
 @o.threads
+@o.gpus
+@o.workers_per_gpu
 @o.params
 @click.option("--trials-per-worker", type=click.IntRange(1), default=5, show_default=True,
               help="A worker process is replaced after this many trials (frees TensorFlow memory).")
@@ -71,7 +74,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--warm-start-storage", metavar="URL", help="Where --warm-start-from lives. [default: --storage]")
 @o.quiet
 def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, storage, tracking_uri, study_name, sampler,
-           pruner, repeats, cv, metric, tta, epochs, patience, seed, sampler_seed, timeout, workers, threads, params, trials_per_worker, log_models,
+           pruner, repeats, cv, metric, tta, epochs, patience, seed, sampler_seed, timeout, workers, threads, gpus, workers_per_gpu, params, trials_per_worker, log_models,
            val_fraction, heartbeat_interval, grace_period, enqueue, enqueue_studies, warm_start_from,
            warm_start_storage, quiet) -> None:
     """Start a study, or continue it until it has --trials finished trials."""
@@ -93,10 +96,12 @@ def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, stora
         cache_dir=str(Path(cache_dir).expanduser().resolve()) if cache_dir else None,
         sampler=sampler, pruner=pruner or ("median" if repeats == 1 else "wilcoxon"), repeats=repeats, cv=cv,
         metric=metric or ("log-loss" if cv >= 2 else "accuracy"), tta=tta,
-        epochs=epochs, patience=patience, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers,
-        threads=threads, params=o.parse_params(params), trials_per_worker=trials_per_worker, log_models=log_models,
+        epochs=epochs, patience=patience, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers or 0,
+        threads=threads, gpus=gpus, workers_per_gpu=workers_per_gpu or 1, params=o.parse_params(params),
+        trials_per_worker=trials_per_worker, log_models=log_models,
         val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
         groups=grouping.file, group_pattern=grouping.pattern)
+    o.check_cache_dir(cache_dir)  # as typed, so the error names what the user wrote
     seeds = Seeds(tuple(enqueue), tuple(enqueue_studies), warm_start_from,
                   absolute_sqlite(warm_start_storage) if warm_start_storage else None)
     sys.exit(Launcher(settings, quiet=quiet, seeds=seeds).run())
@@ -115,17 +120,21 @@ def _stored_settings(study_name: str, storage: str, tracking_uri: str | None) ->
 @click.option("--trials", type=int, help="A new target count. [default: the launch's]")
 @click.option("--workers", type=click.IntRange(1), help="[default: the launch's]")
 @o.threads
+@o.gpus
+@o.workers_per_gpu
 @click.option("--timeout", type=click.FloatRange(0, min_open=True),
               help="Stop starting new trials after this many seconds (> 0). [default: none]")
 @o.quiet
-def resume(study_name, storage, tracking_uri, trials, workers, threads, timeout, quiet) -> None:
+def resume(study_name, storage, tracking_uri, trials, workers, threads, gpus, workers_per_gpu, timeout, quiet) -> None:
     """Continue a study with the settings it was launched with."""
     from search.running.launcher import Launcher
 
     settings = _stored_settings(study_name, storage, tracking_uri)
-    for key, value in (("trials", trials), ("workers", workers), ("threads", threads), ("timeout", timeout)):
+    for key, value in (("trials", trials), ("workers", workers), ("threads", threads), ("timeout", timeout),
+                       ("gpus", gpus), ("workers_per_gpu", workers_per_gpu)):
         if value is not None:
             setattr(settings, key, value)
+    o.check_cache_dir(settings.cache_dir)
     sys.exit(Launcher(settings, quiet=quiet, create=False).run())
 
 
@@ -144,9 +153,11 @@ def resume(study_name, storage, tracking_uri, trials, workers, threads, timeout,
               help="Stop starting trials after this many seconds (> 0). [default: none; the "
                                             "launch's --timeout is the launch's own]")
 @o.threads
+@o.gpus
+@o.workers_per_gpu
 @o.quiet
 def worker(study_name, storage, tracking_uri, data_dir, groups_file, cache_dir, heartbeat_interval, grace_period,
-           timeout, threads, quiet) -> None:
+           timeout, threads, gpus, workers_per_gpu, quiet) -> None:
     """Join an existing study (from any machine) and work until it has its trial count."""
     from search.running.launcher import Launcher
 
@@ -156,10 +167,12 @@ def worker(study_name, storage, tracking_uri, data_dir, groups_file, cache_dir, 
         settings.groups = str(Path(groups_file).expanduser().resolve())
     for key, value in (("data_dir", data_dir), ("cache_dir", cache_dir),
                        ("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period),
-                       ("threads", threads)):
+                       ("threads", threads), ("workers_per_gpu", workers_per_gpu)):
         if value is not None:
             setattr(settings, key, value)
-    settings.workers = 1
+    settings.gpus = gpus  # this machine's, not the launching one's
+    settings.workers = 0  # one per GPU here, or one
+    o.check_cache_dir(settings.cache_dir)
     sys.exit(Launcher(settings, quiet=quiet, create=False, store_settings=False).run())
 
 

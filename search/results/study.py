@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 import optuna
 
@@ -93,6 +94,7 @@ class RunningTrial:
     pid: int | None
     epoch: int
     elapsed_s: int
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class StudyStatus:
     finished_last_hour: int
     eta_s: int | None
     baseline: TrialRecord | None = None
+    devices: dict[str, int] = field(default_factory=dict)  # finished trials per device they trained on
 
     @property
     def finished(self) -> int:
@@ -117,7 +120,7 @@ class StudyStatus:
                            "running": s.running, "waiting": s.waiting},
                 "best_value": s.best_value, "best_trial": s.best_trial,
                 "running": [asdict(r) for r in self.running], "finished_per_hour": self.finished_per_hour,
-                "finished_last_hour": self.finished_last_hour, "eta_s": self.eta_s,
+                "finished_last_hour": self.finished_last_hour, "eta_s": self.eta_s, "devices": self.devices,
                 "baseline": None if self.baseline is None else {
                     "trial": self.baseline.number, "source": self.baseline.enqueued, "value": self.baseline.value}}
 
@@ -127,7 +130,7 @@ def status(handle: StudyHandle) -> StudyStatus:
     trials = read_trials(study)
     snap = snapshot(study)
     now = time.time()
-    running = [RunningTrial(t.number, t.host, t.pid, t.epoch, round(now - t.started.timestamp()))
+    running = [RunningTrial(t.number, t.host, t.pid, t.epoch, round(now - t.started.timestamp()), t.device)
                for t in trials if t.state == S.RUNNING and t.started]
     # Warm-started trials ran for an earlier study, at its pace: not this one's rate.
     own = [t for t in trials if not t.warm_start]
@@ -139,8 +142,9 @@ def status(handle: StudyHandle) -> StudyStatus:
         per_hour = round(len(finished) / span * 3600, 2) if span > 0 else None
     remaining = max(0, settings.trials - snap.finished)
     eta_s = round(remaining / per_hour * 3600) if per_hour and remaining else (0 if not remaining else None)
+    devices = Counter(t.device for t in own if t.state in COUNTED and t.device)
     return StudyStatus(study.study_name, settings.trials, snap, running, per_hour, len(recent), eta_s,
-                       baseline_of(trials))
+                       baseline_of(trials), dict(sorted(devices.items())))
 
 
 def as_json(value) -> str:

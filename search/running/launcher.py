@@ -26,6 +26,7 @@ from studies import ParamError, StudyError, check_params, load_study, study_dige
 
 from search.urls import redact
 from search.running.capacity import check_cache_fits
+from search.running.gpus import GpuPlan
 from search.running.algorithms import check_pruner, check_sampler, make_pruner, pruner_note
 from search.errors import SearchError
 from search.record import S, read_trials
@@ -61,9 +62,9 @@ def validate(settings: SearchSettings) -> dict:
         data = load_dataset(settings.data_dir, record_dir=settings.cache_dir, grouping=settings.grouping())
         for note in data.notes:  # files left out, a class TEST lacks: said before any trial, even with --quiet
             print(f"warning: {note}", file=sys.stderr)
+        check_cache_fits(suggest, settings.params, data.train, Path(settings.cache_dir or default_cache_dir()))
         # Unreadable files can leave a class empty or too small to split: say so now, not
         # as a one-class model with val_accuracy 1.0 in trial 0.
-        check_cache_fits(suggest, settings.params, data.train, Path(settings.cache_dir or default_cache_dir()))
         ok = readable(data.train, settings.cache_dir)
         check_classes_readable(data.train, ok)
         if settings.cv:
@@ -300,6 +301,8 @@ class Launcher:
         self.settings, self.quiet, self.create, self.store_settings = settings, quiet, create, store_settings
         self.seeds = seeds  # known configurations and a warm start, put in before any worker starts
         self.procs: dict[int, subprocess.Popen] = {}
+        self.devices: dict[int, str] = {}  # each live worker's device
+        self.gpu_plan = GpuPlan()
         self.spawned = 0
         self.tty = sys.stderr.isatty()
         self.repaired: list[int] = []  # trials whose MLflow record this launch rebuilt
@@ -314,6 +317,8 @@ class Launcher:
             cmd += ["--timeout", str(max(1.0, timeout))]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        device = self.gpu_plan.next_device([self.devices[pid] for pid in self.procs])
+        env.update(self.gpu_plan.env(device))
         # Own session: a terminal's Ctrl-C reaches the launcher only, which then stops each
         # worker once; the death signal covers a launcher that is killed outright.
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent,
@@ -322,6 +327,7 @@ class Launcher:
         proc.stdin.close()
         threading.Thread(target=_forward, args=(proc.stderr,), daemon=True).start()
         self.procs[proc.pid] = proc
+        self.devices[proc.pid] = device
         self.spawned += 1
 
     def _show(self, line: str, final: bool = False) -> None:
@@ -349,12 +355,18 @@ class Launcher:
 
     def run(self) -> int:
         s = self.settings
+        self.gpu_plan = GpuPlan.for_launch(s.gpus, s.workers_per_gpu)
+        s.workers = self.gpu_plan.workers(s.workers)
         data_id = validate(s)
         seeding = plan_seeds(self.seeds, s, data_id)  # checked before the study exists: a refusal writes nothing
         tracker = Tracker(s.tracking_uri)
         study = open_study(s, tracker, self.create, data_id, self.store_settings)
         if not self.quiet:
             print(f"study {s.study_name}: {data_id['grouping']}", file=sys.stderr)
+            if self.gpu_plan.gpus:
+                print(f"study {s.study_name}: {s.workers} worker(s) on GPU {', '.join(self.gpu_plan.gpus)}"
+                      f"{f', {s.workers_per_gpu} per GPU, memory grown as needed' if s.workers_per_gpu > 1 else ''}",
+                      file=sys.stderr)
         for note in apply_seeds(seeding, study, s):
             print(f"note: study {s.study_name}: {note}", file=sys.stderr)
         self._warn_about_sqlite(study)
@@ -426,6 +438,7 @@ class Launcher:
             if rc is None:
                 continue
             del self.procs[pid]
+            self.devices.pop(pid, None)
             if rc in (EXIT_FAILING, EXIT_USAGE):
                 self.failing = True
             elif rc not in (0, EXIT_INTERRUPTED):

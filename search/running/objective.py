@@ -21,6 +21,7 @@ from studies import Params, TrialConfig
 from search.plots import confusion_png, learning_curves_png
 from search.record import ACTIVE, ENQUEUED, S, best_of, inherited, read_trials
 from search.running.data import DataProvider, confusion
+from search.running.gpus import worker_device
 from search.running.recorder import TrialRecorder
 from search.running.repeats import repeat_seeds
 from search.metrics import objective as objective_value
@@ -33,6 +34,7 @@ log = logging.getLogger("bloodsearch.objective")
 
 
 FAILURE_ARTIFACT = "failure/traceback.txt"
+DEVICE_TAG = "bloodsearch.device"
 
 
 def say_failed(number: int, exc: BaseException, run_id: str | None = None) -> None:
@@ -123,7 +125,7 @@ class Objective:
                        {**config.flat(), **s.mlflow_params(),
                         **({"seed": seed} if s.repeats == 1 else {"seeds": repeat_seeds(s.seed, s.repeats)})},
                        {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.state": "RUNNING",
-                        "optuna.origin_trial": origin,
+                        "optuna.origin_trial": origin, DEVICE_TAG: worker_device(),
                         **({ENQUEUED: trial.user_attrs[ENQUEUED]} if ENQUEUED in trial.user_attrs else {})})
         state = "FAIL"
         try:

@@ -10,6 +10,7 @@ import optuna
 
 from search import record as R
 from search.record import FitResult
+from search.running.gpus import worker_device
 from search.stores.tracking import TrialRun
 from studies import TrialConfig
 
@@ -27,7 +28,8 @@ class TrialRecorder:
 
     def start(self, config: TrialConfig, seed: int, origin: int) -> None:
         for key, value in {R.CONFIG: config.to_dict(), R.SEED: seed, R.ORIGIN: origin,
-                           R.HOST: socket.gethostname(), R.PID: os.getpid(), R.EPOCH: 0}.items():
+                           R.HOST: socket.gethostname(), R.PID: os.getpid(), R.DEVICE: worker_device(),
+                           R.EPOCH: 0}.items():
             self._set(key, value)
 
     def run(self, run: TrialRun) -> None:
