@@ -1,12 +1,16 @@
 """Decode-and-resize once into an on-disk uint8 cache shared by every trial and worker.
 
-One cache entry per (data set fingerprint, split, size, color, mask): a raw file of
-N*H*W*C bytes plus meta.json. It is built once (preprocessing.locking.build_once), so
-concurrent workers neither duplicate the work nor see half an entry. Reads use pread, not mmap: mapped pages would count in each worker's
-resident memory as an epoch touches them, and page-cache reads do not.
+One cache entry per (split's content digest, split, size, color, fit, mask): a raw file of
+N*H*W*C bytes plus meta.json. The digest hashes the files' names and bytes
+(preprocessing.digests), so a file rewritten with its name, size and mtime kept gets a new
+entry. It is built once (preprocessing.locking.build_once), so concurrent workers neither
+duplicate the work nor see half an entry; a complete entry is read without writing anything,
+so a read-only cache dir serves what it holds. Reads use pread, not mmap: mapped pages would
+count in each worker's resident memory as an epoch touches them, and page-cache reads do not.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -21,6 +25,7 @@ import numpy as np
 
 from .config import ImageSpec, PreprocessConfig, image_spec
 from .dataset import ImageSet
+from .digests import content_digest
 from .errors import DataError
 from .images import UnreadableImage, load_image
 from .locking import build_once
@@ -28,10 +33,15 @@ from .paths import default_cache_dir
 from .masks import BATCH_MASKS, BatchMasker
 
 log = logging.getLogger("bloodsearch.cache")
-CACHE_VERSION = 2  # 2: Otsu leaves black augmentation corners out
-def cache_key(image_set: ImageSet, config: ImageSpec | PreprocessConfig, extra: str = "") -> str:
+CACHE_VERSION = 3  # 2: Otsu leaves black augmentation corners out; 3: keyed on the files' content
+
+
+def cache_key(image_set: ImageSet, config: ImageSpec | PreprocessConfig, extra: str = "",
+              content: str | None = None) -> str:
+    """content: the split's content_digest, if already known (else computed, without a memo)."""
     config = image_spec(config)
-    parts = [CACHE_VERSION, image_set.fingerprint, image_set.name, config.size_text, config.color, config.mask, extra]
+    content = content or content_digest(image_set)
+    parts = [CACHE_VERSION, content, image_set.name, config.size_text, config.color, config.mask, extra]
     if config.fit != "stretch":  # keeps the keys of caches made before `fit` existed
         parts.append(config.fit)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
@@ -138,10 +148,6 @@ def build_cache(image_set: ImageSet, spec: ImageSpec | PreprocessConfig, cache_d
     """
     config = image_spec(spec)  # the pixels alone: every trial's scaling shares the entry
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    try:
-        (root / "images").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cache dir {root} is not writable ({exc.strerror})") from None
     extra = ""
     if config.mask in BATCH_MASKS:
         if masker is None:
@@ -160,7 +166,8 @@ def build_cache(image_set: ImageSet, spec: ImageSpec | PreprocessConfig, cache_d
         def write_images(f) -> tuple[np.ndarray, list[dict]]:
             return _decode_all(image_set, config, f, workers or os.cpu_count() or 1, progress)
 
-    key = cache_key(image_set, config, extra)
+    content = content_digest(image_set, root)
+    key = cache_key(image_set, config, extra, content)
 
     def build(tmp: Path) -> None:
         started = time.perf_counter()
@@ -174,7 +181,7 @@ def build_cache(image_set: ImageSet, spec: ImageSpec | PreprocessConfig, cache_d
             log.warning("%d unreadable image(s) skipped in %s", len(unreadable), image_set.where)
         meta = {
             "version": CACHE_VERSION, "key": key, "split": image_set.name,
-            "fingerprint": image_set.fingerprint, "config": config.to_dict(), "mask_model": extra,
+            "fingerprint": image_set.fingerprint, "content": content, "config": config.to_dict(), "mask_model": extra,
             "shape": [len(image_set), *config.size, config.channels],
             "classes": list(image_set.classes), "files": list(image_set.files),
             "valid": valid.tolist(), "unreadable": unreadable,
@@ -182,4 +189,22 @@ def build_cache(image_set: ImageSet, spec: ImageSpec | PreprocessConfig, cache_d
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
 
-    return _open(build_once(root / "images" / key, build), image_set, config)
+    return _open(_build_or_explain(root, key, build, f"{image_set.where} at {_described(config, extra)}"),
+                 image_set, config)
+
+
+def _described(config: ImageSpec, mask_model: str) -> str:
+    mask = f"mask {config.mask}" + (f" ({mask_model})" if mask_model else "")
+    return f"{config.size_text} {config.color}, fit {config.fit}, {mask}"
+
+
+def _build_or_explain(root: Path, key: str, build: Callable[[Path], None], what: str) -> Path:
+    """The entry's folder, built if absent. A cache dir that cannot take a missing entry is
+    one line naming it and the entry, not a traceback from the lock file."""
+    try:
+        return build_once(root / "images" / key, build)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise DataError(f"cache dir {root} is not writable ({exc.strerror}) and lacks the images of {what}: "
+                        f"give a writable --cache-dir, or build them once where this one is writable") from None
