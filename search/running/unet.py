@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from preprocessing import DataError, ImageSet, ImageSpec, build_cache, validation_split
+from preprocessing.digests import content_digest
 from preprocessing.locking import DONE, exclusive
 from preprocessing.masks import otsu_foreground
 
@@ -77,8 +78,11 @@ def weights_digest(model) -> str:
 
 
 def unet_home(cache_dir: str | Path, image_set: ImageSet, size: tuple[int, int], fit: str = "stretch") -> Path:
-    """Where the U-Nets of one data set, size and fit live, one folder per digest."""
-    key = hashlib.sha256(json.dumps([image_set.fingerprint, image_set.name, list(size), fit]).encode()).hexdigest()[:20]
+    """Where the U-Nets of one data set, size and fit live, one folder per digest. Keyed on
+    the files' content, as the image cache is: a U-Net trained on pixels since rewritten in
+    place (names, sizes and mtimes kept) is not reused."""
+    content = content_digest(image_set, cache_dir)
+    key = hashlib.sha256(json.dumps([content, image_set.name, list(size), fit]).encode()).hexdigest()[:20]
     return Path(cache_dir) / "unet" / key
 
 
