@@ -20,12 +20,20 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_psycopg()
     try:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     except ImportError:
         pass
+
+
+def quiet_psycopg() -> None:
+    """psycopg warns "error ignored terminating <Pipeline ...>" when a pooled connection is
+    closed at exit after its server went away or a statement failed: the error itself, if it
+    mattered, reached our storage code and was said in one line there."""
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 @contextmanager

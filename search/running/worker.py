@@ -17,10 +17,11 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from search.errors import SearchError
+from search.quiet import quiet_psycopg
 from search.record import ACTIVE, INHERITED, read_trial
 from search.running.threads import use_threads
 from search.settings import SearchSettings
-from search.stores.storage import STORAGE_ERRORS
+from search.stores.storage import STORAGE_ERRORS, error_line
 
 # How the launcher starts a worker, and how it recognises one in /proc/<pid>/cmdline.
 WORKER_MODULE = "search.running.worker"
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     # and a worker that inherited that sat out the request until it was killed 120 s later.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+    quiet_psycopg()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Optuna reports each failed trial with its whole stack, then "Trial N failed with value
     # None"; the objective says it in one line instead (the stack goes to the trial's MLflow
@@ -160,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except STORAGE_ERRORS as exc:
         # The launcher replaces this worker once the database answers again.
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        print(f"worker {os.getpid()}: storage unreachable ({first[0] if first else type(exc).__name__})", file=sys.stderr)
+        print(f"worker {os.getpid()}: storage unreachable ({error_line(exc, settings.storage)})", file=sys.stderr)
         return EXIT_STORAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
