@@ -425,3 +425,14 @@ def test_16_a_huge_image_and_a_class_name_the_font_lacks_print_no_warnings(tmp_p
                           env=env_for(tmp_path), timeout=300)
     assert done.returncode == 0 and (tmp_path / "c.png").exists(), done.stderr
     assert "Glyph" not in done.stderr and "DecompressionBomb" not in done.stderr, done.stderr
+
+
+def test_16_psycopg_pipeline_warnings_at_exit_are_not_shown():
+    import logging
+
+    from search.quiet import quiet_libraries
+
+    quiet_libraries()
+    record = logging.LogRecord("psycopg", logging.WARNING, __file__, 1,
+                               "error ignored terminating <psycopg.Pipeline [IDLE]>: pipeline aborted", None, None)
+    assert not logging.getLogger("psycopg").isEnabledFor(logging.WARNING) and record.levelno < logging.ERROR
