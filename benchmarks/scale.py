@@ -7,6 +7,18 @@ is measured.
 
 Needs PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres); creates and drops its own
 databases. Everything runs through the real `search launch` CLI.
+
+    python benchmarks/scale.py --simulate 10,100,1000 [--via direct,proxy] [--trial-seconds 10]
+                               [--trials-per-worker 3] [--json]
+
+The coordination cost of one study with many workers, directly on PostgreSQL and through the
+storage proxy (`search proxy`, grpc://): simulated workers (threads running our worker's real
+code path with sleep-trials instead of training: benchmarks/simulated_workers.py says exactly
+what a simulated worker is), each study aiming at workers x --trials-per-worker trials. Says
+trials per second, ask and tell latency p50/p99, peak database connections (pg_stat_activity,
+polled every 0.5 s) and trials lost or counted twice. Runs on a private PostgreSQL cluster
+with the default max_connections of 100 (initdb as in benchmarks/chaos.py), so the machine's
+PostgreSQL and whoever uses it are never short of connections.
 """
 from __future__ import annotations
 
@@ -50,16 +62,17 @@ def launch(work: Path, storage: str, name: str, trials: int, workers: int, per_w
 class ConnectionSampler:
     """Peak number of server connections to one database, sampled from pg_stat_activity."""
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, port: int = 5432) -> None:
         import threading
 
-        self.database, self.peak, self._stop = database, 0, threading.Event()
+        self.database, self.port, self.peak, self._stop = database, port, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
             while not self._stop.wait(0.5):
                 n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (self.database,)).fetchone()[0]
                 self.peak = max(self.peak, n)
@@ -92,8 +105,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=24, help="trials per worker-count run")
     p.add_argument("--overhead-trials", type=int, default=21, help="trials per storage for the overhead median")
+    p.add_argument("--simulate", help="simulated worker counts, e.g. 10,100,1000 (see the module's docstring)")
+    p.add_argument("--via", default="direct,proxy", help="with --simulate: direct, proxy or both")
+    p.add_argument("--trial-seconds", type=float, default=10.0, help="with --simulate: each trial's mean sleep")
+    p.add_argument("--trials-per-worker", type=int, default=3, help="with --simulate: the study's target / workers")
+    p.add_argument("--threads-per-process", type=int, default=250, help="with --simulate")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.simulate:
+        from benchmarks.scale_simulated import simulate
+
+        simulate([int(n) for n in args.simulate.split(",")], args.via.split(","), args.trial_seconds,
+                 args.trials_per_worker, args.threads_per_process, args.json)
+        return
     result: dict = {"machine": f"{os.cpu_count()} cores", "throughput": {}, "overhead": {}}
     with tempfile.TemporaryDirectory(prefix="bloodsearch-scale-") as tmp:
         work = Path(tmp)

@@ -32,7 +32,7 @@ def test_ui_ports_bind_to_localhost_and_data_survives_restarts(compose):
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
-        if name != "worker":
+        if name not in ("worker", "proxied-worker"):
             assert service["restart"] == "unless-stopped"
     assert {"pgdata", "mlartifacts", "cache"} <= set(compose["volumes"])
     assert "pgdata:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
@@ -42,6 +42,18 @@ def test_no_secret_committed(compose):
     text = (ROOT / "docker-compose.yml").read_text()
     assert "${POSTGRES_PASSWORD:?" in text
     assert (ROOT / ".env.example").exists() and ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_the_storage_proxy_serves_the_proxied_workers(compose):
+    """Issue 28: past PostgreSQL's connections, workers go through `search proxy`."""
+    services = compose["services"]
+    proxy, proxied = services["storage-proxy"], services["proxied-worker"]
+    assert proxy["command"][0] == "proxy" and proxy["environment"]["SEARCH_STORAGE"].startswith("postgresql+psycopg://")
+    port = proxy["command"][proxy["command"].index("--port") + 1]
+    assert proxied["environment"]["SEARCH_STORAGE"] == f"grpc://storage-proxy:{port}"
+    assert proxied["command"] == services["worker"]["command"] and proxied["restart"] == "on-failure"
+    assert "storage-proxy" in proxied["depends_on"] and "healthcheck" in proxy
+    assert proxy["profiles"] == proxied["profiles"] == ["proxy"]  # `up` without the profile: as before
 
 
 def _compose_client() -> list[str] | None:

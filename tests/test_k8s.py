@@ -173,6 +173,9 @@ def test_every_search_command_parses_with_our_cli(container_environment, monkeyp
             except click.ClickException as exc:
                 pytest.fail(f"{where}: `search {' '.join(args)}` does not parse: {exc.format_message()}")
         assert not any("$(" in a for a in args), f"{where}: an undefined $(VAR) in {args}"
+        if path == ["proxy"]:  # serves the database to the workers; no tracking, data or cache
+            assert ctx.params["storage"] == "secret-proxy_storage", f"{where}: its database not from the Secret"
+            continue
         assert ctx.params.get("storage") == "secret-search_storage", f"{where}: storage not from the Secret"
         assert ctx.params.get("tracking_uri") == "secret-search_tracking_uri", f"{where}: tracking not from the Secret"
         assert ctx.params.get("data_dir") == "/data" and ctx.params.get("cache_dir") == "/cache", where
@@ -269,6 +272,23 @@ def test_worker_job_is_what_the_readme_describes():
     assert claim is None or claim.get("readOnly") is True
     # Ctrl-C semantics on SIGTERM: the launcher gives its trial process 120 s to close its trial.
     assert pod.get("terminationGracePeriodSeconds", 30) > 120
+
+
+def test_the_storage_proxy_serves_its_port_to_the_workers(container_environment, monkeypatch):
+    """Issue 28: `search proxy` as a Deployment and Service, listening where the Service sends."""
+    deployment = by_kind("Deployment", "storage-proxy")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    with monkeypatch.context():
+        container_environment(container_env(container))
+        path, ctx = parse_search(argv_of(container)[1:])
+    assert path == ["proxy"] and ctx.params["host"] == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["grpc"] == ctx.params["port"]
+    service = by_kind("Service", "storage-proxy")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["grpc"]
+    assert "PROXY_STORAGE" in {r["metadata"]["name"]: r for _, r in all_resources(include_example=True)
+                               if r["kind"] == "Secret"}["bloodsearch"]["stringData"]
 
 
 def test_study_job_runs_once():

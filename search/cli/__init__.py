@@ -52,9 +52,9 @@ USES_TENSORFLOW = {"evaluate", "replicate", "predict", "export", "featuremaps", 
 
 
 def _attach() -> None:
-    from search.cli import data, models, results, running
+    from search.cli import data, models, proxy, results, running
 
-    for module in (running, results, models):
+    for module in (running, results, models, proxy):
         for command in module.COMMANDS:
             main.add_command(command)
     main.add_command(data.data)

@@ -21,7 +21,8 @@ def normalised(ctx: click.Context, param: click.Parameter, value: str | None) ->
 storage = click.option(
     "--storage", envvar="SEARCH_STORAGE", show_envvar=True, default=DEFAULT_STORAGE, show_default=True,
     callback=normalised,
-    help="Optuna storage URL: sqlite:///file.db or postgresql+psycopg://user@host/db.")
+    help="Optuna storage URL: sqlite:///file.db, postgresql+psycopg://user@host/db, or grpc://host:13000 "
+         "(a `search proxy` in front of the database, for many workers).")
 tracking_uri = click.option(
     "--tracking-uri", envvar=TRACKING_ENV, show_envvar=True, default=DEFAULT_TRACKING_URI, show_default=True,
     callback=normalised,

@@ -24,7 +24,10 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(storage: str, port: int) -> None:
     from optuna_dashboard import wsgi
 
-    make_server(HOST, port, wsgi(storage), server_class=_ThreadedServer, handler_class=_QuietHandler).serve_forever()
+    from search.stores.storage import is_proxy, open_storage
+
+    # optuna-dashboard opens a URL as an RDB; a grpc:// one is handed over opened.
+    make_server(HOST, port, wsgi(open_storage(storage) if is_proxy(storage) else storage), server_class=_ThreadedServer, handler_class=_QuietHandler).serve_forever()
 
 
 def main(argv: list[str] | None = None) -> None:

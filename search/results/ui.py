@@ -132,9 +132,9 @@ def dashboard_links(storage: str, base: str) -> list[str]:
     try:
         from optuna.storages import RDBStorage
 
-        from search.stores.storage import study_names
+        from search.stores.storage import is_proxy, open_storage, study_names
 
-        rdb = RDBStorage(storage)
+        rdb = open_storage(storage) if is_proxy(storage) else RDBStorage(storage)
         names = sorted(study_names(rdb))
         lines = [f"study {n}: {base.rstrip('/')}/dashboard/studies/{rdb.get_study_id_from_name(n)}" for n in names]
     except Exception:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -21,10 +22,41 @@ STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
 # Heartbeat and stale-trial retry are marked experimental in Optuna; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 log = logging.getLogger("bloodsearch.storage")
+# PostgreSQL's refusal past max_connections (the last slots are kept for superusers).
+_NO_SLOT = re.compile(r"too many clients already|remaining connection slots are reserved", re.IGNORECASE)
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
+
+
+def is_proxy(url: str) -> bool:
+    return url.startswith("grpc://")
+
+
+def error_line(exc: BaseException, url: str | None = None) -> str:
+    """A storage error in one line; past PostgreSQL's connection ceiling, the way out of it."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if any(_NO_SLOT.search(str(getattr(e, "orig", None) or e)) for e in _chain(exc)):
+        return no_slot_line(url)
+    return scrub(first, url) if url else first
+
+
+def _chain(exc: BaseException | None):
+    """exc and its causes: Optuna reports a refused connection during a commit as "invalid
+    data in the commit" (StorageInternalError), with PostgreSQL's words only in its cause."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def no_slot_line(url: str | None = None) -> str:
+    return (f"PostgreSQL has no connection left (too many clients already; each worker holds about 2): put the "
+            f"storage proxy in front of it, `search proxy --storage {redact(url) if url else 'postgresql+psycopg://...'}`"
+            f", and give every command --storage grpc://PROXY_HOST:13000")
 
 
 def check_storage(url: str, must_exist: bool = False) -> None:
@@ -41,6 +73,11 @@ def check_storage(url: str, must_exist: bool = False) -> None:
             if not file.parent.is_dir() or not os.access(file.parent, os.W_OK):
                 raise SearchError(f"--storage {redact(url)}: folder {file.parent} does not exist or is not writable")
         return
+    if is_proxy(url):
+        from search.stores.proxy import check_proxy
+
+        check_proxy(url)
+        return
     check_database(url, "--storage")
 
 
@@ -55,6 +92,8 @@ def check_database(url: str, option: str) -> None:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        if _NO_SLOT.search(str(getattr(exc, "orig", exc))):
+            raise SearchError(f"{option} {redact(url)}: {no_slot_line(url)}") from None
         raise SearchError(f"{option} {redact(url)}: cannot connect ({scrub(first, url)})") from None
     finally:
         engine.dispose()
@@ -124,8 +163,15 @@ class OutageProofStorage(RDBStorage):
 
 
 def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | None = None,
-                 stale_callback=None) -> RDBStorage:
-    """An RDBStorage with heartbeat: trials of a killed worker become FAIL and are retried once."""
+                 stale_callback=None) -> BaseStorage:
+    """An RDBStorage (or, for grpc://, the storage proxy's client) with heartbeat: trials of a
+    killed worker become FAIL and are retried once."""
+    if is_proxy(url):
+        from search.stores.proxy import open_proxy
+
+        return open_proxy(url, heartbeat_interval, grace_period,
+                          stale_callback or RetryHeartbeatStaleTrialCallback(max_retry=1))
+
     def make() -> RDBStorage:
         return OutageProofStorage(
             url,
@@ -155,5 +201,5 @@ def _schema_race(exc: SQLAlchemyError) -> bool:
     return isinstance(exc, IntegrityError) or "already exists" in str(exc)
 
 
-def study_names(storage: RDBStorage) -> list[str]:
+def study_names(storage: BaseStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
