@@ -96,7 +96,7 @@ def main() -> None:
         trials.append({"number": r.number, "value": r.value, "curves": curves(tracker, r, signal),
                        "fold_seconds": [f.train_seconds for f in fits],
                        # what the Wilcoxon pruner is given per fold (search.metrics.objective)
-                       "fold_values": [-f.val_loss if s.metric == "log-loss" else f.val_accuracy for f in fits]})
+                       "fold_values": [-f.scores()["log-loss"] if s.metric == "log-loss" else f.val_accuracy for f in fits]})
     pruners = {
         "none": (lambda: optuna.pruners.NopPruner(), False),
         "wilcoxon (p<0.1, after 2 folds)": (lambda: optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2), False),

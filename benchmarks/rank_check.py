@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CRITERIA = {  # name -> (how to read it from a trial's fold results, higher is better?)
-    "cv_log_loss": (lambda fits: sum(f.val_loss for f in fits) / len(fits), False),
+    "cv_log_loss": (lambda fits: sum(f.scores()["log-loss"] for f in fits) / len(fits), False),
     "cv_accuracy": (lambda fits: sum(f.val_accuracy for f in fits) / len(fits), True),
     "cv_group_accuracy": (lambda fits: sum(f.val_group_accuracy for f in fits) / len(fits), True),
-    "fold0_log_loss": (lambda fits: fits[0].val_loss, False),
+    "fold0_log_loss": (lambda fits: fits[0].scores()["log-loss"], False),
     "fold0_accuracy": (lambda fits: fits[0].val_accuracy, True),
 }
 

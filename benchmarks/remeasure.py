@@ -104,7 +104,7 @@ def rows(runs: Path) -> list[dict]:
         n = len(record.fits)
         out.append({
             "config": name, "what": what,
-            "cv_log_loss": sum(f.val_loss for f in record.fits) / n,
+            "cv_log_loss": sum(f.scores()["log-loss"] for f in record.fits) / n,
             "cv_accuracy": sum(f.val_accuracy for f in record.fits) / n,
             "cv_group_accuracy": sum(f.val_group_accuracy for f in record.fits) / n,
             "fold_accuracies": [round(f.val_accuracy, 4) for f in record.fits],

@@ -1,14 +1,55 @@
 """Scores of class probabilities against labels, shared by trials (validation, out-of-fold)
 and results (TEST): image accuracy, log-loss, per-class metrics, the per-group verdicts
-(majority vote and mean probability over a group's images) and intervals over groups."""
+(majority vote and mean probability over a group's images) and intervals over groups.
+
+`REGISTRY` is the one place a metric a study can optimise (`--metric`) is described: its
+name, direction, how it is computed, its MLflow key, its display name and what Keras early
+stopping watches for it. Every trained model records every metric in it, so adding one here
+adds it to the record, the CLI, `best`, `evaluate` and the MLflow runs.
+
+scikit-learn is imported where it is used: the `search` CLI imports this module to start.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
-from search.settings import METRICS  # noqa: F401  (the names; the scores are here)
+# Keras logs early stopping and the epoch pruners can watch, and which way is better.
+MONITORS = {"val_accuracy": "max", "val_loss": "min"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # --metric, and its key in scores() and a record's val_scores
+    label: str  # for people, in prose and tables
+    maximize: bool  # Optuna maximises the trial's value: a lower-is-better metric is negated
+    compute: Callable[[np.ndarray, np.ndarray, Sequence[str]], float]  # (true labels, probabilities, groups)
+    mlflow_key: str  # a trained model's final validation score in its MLflow run
+    monitor: str  # the Keras log early stopping restores the best of, and epoch pruners see
+
+    @property
+    def key(self) -> str:
+        """The name as MLflow and JSON keys spell it: test_<key>, val_<key>_mean."""
+        return self.name.replace("-", "_")
+
+    @property
+    def value_name(self) -> str:
+        """What a trial's value is when this metric is optimised (negated when lower is better)."""
+        return ("" if self.maximize else "-") + f"val_{self.key}"
+
+    @property
+    def value_key(self) -> str:
+        """The same as an MLflow key: val_accuracy, neg_val_log_loss."""
+        return ("" if self.maximize else "neg_") + f"val_{self.key}"
+
+    def value(self, y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> float:
+        return float(self.compute(np.asarray(y_true), np.asarray(probs), groups))
+
+    def objective(self, score: float) -> float:
+        """The value Optuna maximises for a score of this metric."""
+        return score if self.maximize else -score
 
 
 def group_votes(groups: Sequence[str], y_true: np.ndarray, probs: np.ndarray) -> dict:
@@ -51,6 +92,8 @@ def group_bootstrap(y_true: np.ndarray, y_pred: np.ndarray, groups: Sequence[str
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict:
     """Image-level metrics. Averages run over the classes the split holds: a class with no
     images is reported as absent (None), never as an F1 of 0 that would drag the macro mean."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     y_pred = probs.argmax(axis=1)
     present = sorted(set(int(y) for y in y_true))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=present, zero_division=0)
@@ -70,25 +113,74 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
 def mean_log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Mean cross-entropy of the true classes (a proper scoring rule: not saturated when
     accuracy is), with probabilities clipped away from 0 so one sure mistake stays finite."""
+    from sklearn.metrics import log_loss
+
     probs = np.clip(np.nan_to_num(np.asarray(probs, dtype=np.float64), nan=0.0), 1e-7, 1.0)
     probs /= probs.sum(axis=1, keepdims=True)
     return float(log_loss(y_true, probs, labels=list(range(probs.shape[1]))))
 
 
+def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Image accuracy of the most probable class."""
+    return float(np.mean(np.asarray(y_true) == np.asarray(probs).argmax(axis=1))) if len(y_true) else float("nan")
+
+
+def balanced_accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Mean recall over the classes present in y_true (scikit-learn's balanced_accuracy_score)."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    with warnings.catch_warnings():  # a predicted class absent from y_true is not a recall
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(y_true, np.asarray(probs).argmax(axis=1)))
+
+
+# The metrics a study can optimise, in the order they are shown. One Keras cannot compute
+# per epoch names the fallback monitor early stopping watches instead, and says why.
+REGISTRY: dict[str, Metric] = {m.name: m for m in (
+    Metric("accuracy", "accuracy", True, lambda y, p, g: accuracy(y, p), "best_val_accuracy", "val_accuracy"),
+    Metric("log-loss", "log-loss", False, lambda y, p, g: mean_log_loss(y, p), "val_log_loss", "val_loss"),
+    # A verdict per group needs every image of the group: Keras' per-epoch metrics see
+    # batches, so early stopping watches image accuracy, which the vote is made of.
+    Metric("group-accuracy", "per-group accuracy", True, lambda y, p, g: group_votes(g, y, p)["group_accuracy"],
+           "val_group_accuracy", "val_accuracy"),
+    # Mean recall over classes: a rare class counts as much as a common one, which imbalanced
+    # medical sets need. Keras has no per-epoch recall over classes, so early stopping
+    # watches image accuracy, its nearest per-epoch log.
+    Metric("balanced-accuracy", "balanced accuracy", True, lambda y, p, g: balanced_accuracy(y, p),
+           "val_balanced_accuracy", "val_accuracy"),
+)}
+METRICS = tuple(REGISTRY)  # the names, for --metric and the settings
+
+
+def metric(name: str) -> Metric:
+    return REGISTRY[name]
+
+
 def scores(y_true: np.ndarray, probs: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
-    """All three objective metrics of one set of predictions (each trial records all three,
+    """Every registered metric of one set of predictions (each trial records all of them,
     whichever it optimises, so a study can be re-ranked later without retraining)."""
-    return {"accuracy": float(accuracy_score(y_true, np.asarray(probs).argmax(axis=1))),
-            "log-loss": mean_log_loss(y_true, probs),
-            "group-accuracy": float(group_votes(groups, y_true, np.asarray(probs))["group_accuracy"])}
+    return {name: m.value(y_true, probs, groups) for name, m in REGISTRY.items()}
 
 
-def objective(metric_values: dict[str, float], metric: str) -> float:
-    """The value Optuna maximises for `metric`: log-loss is negated."""
-    return -metric_values["log-loss"] if metric == "log-loss" else metric_values[metric]
+def objective(metric_values: dict[str, float], name: str) -> float:
+    """The value Optuna maximises for metric `name` (negated when lower is better)."""
+    return REGISTRY[name].objective(metric_values[name])
 
 
-def value_name(metric: str, cv: int = 0) -> str:
-    """What a study's trial value is, for people: e.g. "-log-loss (mean of 3 folds)"."""
-    name = {"accuracy": "val_accuracy", "log-loss": "-val_log_loss", "group-accuracy": "val_group_accuracy"}[metric]
-    return f"{name} (mean of {cv} folds)" if cv >= 2 else name
+def value_name(name: str, cv: int = 0) -> str:
+    """What a study's trial value is, for people: e.g. "-val_log_loss (mean of 3 folds)"."""
+    named = REGISTRY[name].value_name
+    return f"{named} (mean of {cv} folds)" if cv >= 2 else named
+
+
+def monitor_mode(monitor: str) -> str:
+    """"min" or "max": which way a Keras log gets better."""
+    return MONITORS[monitor]
+
+
+def reported(monitor: str, value: float) -> float:
+    """What an epoch pruner is told of a Keras log's value: negated when lower is better, as
+    Optuna maximises. Its own inverse: a reported value back to the log's."""
+    return -value if MONITORS[monitor] == "min" else value

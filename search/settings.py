@@ -5,13 +5,13 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from search.metrics import METRICS  # noqa: F401  (what a trial's value can measure: the registry's)
 from search.urls import redact
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "successive-halving", "wilcoxon", "none")
 EPOCH_PRUNERS = ("median", "hyperband", "successive-halving")
 LOG_MODELS = ("all", "best", "none")
-METRICS = ("accuracy", "log-loss", "group-accuracy")  # what a trial's value measures (search.metrics)
 SETTINGS_ATTR = "bloodsearch.settings"
 DATA_ATTR = "bloodsearch.data"  # the TRAIN files a study was created on (names and sizes)
 # What gives a trial's value its meaning: fixed when the study is created. A launch or worker
@@ -70,7 +70,7 @@ class SearchSettings:
     sampler_seed: int | None = None
     study_digest: str | None = None  # a .py study's content, so a changed file is noticed
     cv: int = 0  # K >= 2: each trial trains K grouped folds of TRAIN; 0: one validation split
-    metric: str = "accuracy"  # what the trial's value measures (search.metrics.METRICS)
+    metric: str = "accuracy"  # what the trial's value measures (search.metrics.REGISTRY)
     tta: str = "none"  # test-time augmentation of validation and out-of-fold predictions
     threads: int | None = None  # TensorFlow threads per worker; None: TensorFlow's default (all cores)
     groups: str | None = None  # a CSV of path,group (absolute path); see preprocessing.groups

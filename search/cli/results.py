@@ -8,6 +8,7 @@ import click
 
 from search.cli import options as o
 from search.errors import SearchError
+from search.settings import METRICS
 
 
 def _handle(study_name, storage, tracking_uri=None, data_dir=None):
@@ -64,20 +65,33 @@ def status(study_name, storage, as_json) -> None:
 def best(study_name, storage, top, as_json) -> None:
     """The best trials' parameters and metrics; the baseline (an enqueued known configuration)
     is listed too, marked, wherever it ranks."""
+    from search.metrics import REGISTRY, value_name
     from search.results.study import best_trials, trial_summary
+
+    handle = _handle(study_name, storage)
+    metric = handle.settings.metric
+    # The study's value first, then every other metric each trial recorded (mean over its models).
+    others = [m for name, m in REGISTRY.items() if name != metric]
+    named = value_name(metric)
+    width = max(8, len(named))
+
+    def score(r, m) -> str:
+        value = r.mean_score(m.name)
+        return f"{value:>{max(8, len(m.label))}.4f}" if value is not None else f"{'-':>{max(8, len(m.label))}}"
 
     def line(r) -> str:
         params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.params.items()))
         size = f"{r.model_size_mb:.1f}" if r.model_size_mb is not None else "-"
         epochs = f"{r.epochs_run:g}" if r.epochs_run is not None else "-"
         mark = f"  [{r.provenance()}]" if r.provenance() else ""
-        return (f"{r.number:>5} {r.value:>8.4f} {epochs:>6} {size:>8} "
+        return (f"{r.number:>5} {r.value:>{width}.4f} {' '.join(score(r, m) for m in others)} {epochs:>6} {size:>8} "
                 f"{'yes' if r.converged else 'no':>5}  {params}{mark}")
 
-    o.print_rows(best_trials(_handle(study_name, storage).study, top, baselines=True), as_json,
+    header = " ".join(f"{m.label:>8}" for m in others)
+    o.print_rows(best_trials(handle.study, top, baselines=True), as_json,
                  f"study {study_name} has no complete trial yet",
-                 f"{'trial':>5} {'val_acc':>8} {'epochs':>6} {'size MB':>8} {'conv':>5}  parameters", line,
-                 to_dict=trial_summary)
+                 f"{'trial':>5} {named:>{width}} {header} {'epochs':>6} {'size MB':>8} {'conv':>5}  parameters", line,
+                 to_dict=lambda r: trial_summary(r, metric))
 
 
 @click.command()
@@ -260,7 +274,7 @@ def ui(storage, tracking_uri, port, dashboard_port) -> None:
 @o.cache_dir
 @click.option("--size", type=click.IntRange(1), default=10, show_default=True,
               help="Greedy selection steps (a trial chosen k times has weight k/size).")
-@click.option("--metric", type=click.Choice(("accuracy", "log-loss", "group-accuracy")),
+@click.option("--metric", type=click.Choice(METRICS),
               help="What the selection optimises on the out-of-fold predictions. [default: the study's]")
 @o.tta
 @click.option("--evaluate", "on_test", is_flag=True, help="Evaluate the ensemble once on TEST; log it to MLflow.")
@@ -300,10 +314,13 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
         click.echo(f"ensemble of {len(selection.members)} trial(s), chosen on out-of-fold {metric}:")
         for n, w in selection.members:
             click.echo(f"  trial {n:>4}  weight {w:.2f}")
-        e, b = selection.ensemble_scores, selection.best_single_scores
-        click.echo(f"out-of-fold: ensemble accuracy {e['accuracy']:.4f}, log-loss {e['log-loss']:.4f}, per-group "
-                   f"{e['group-accuracy']:.4f} | best single trial ({selection.best_single}) accuracy "
-                   f"{b['accuracy']:.4f}, log-loss {b['log-loss']:.4f}, per-group {b['group-accuracy']:.4f}")
+        from search.metrics import REGISTRY
+
+        def named(values: dict) -> str:
+            return ", ".join(f"{m.label} {values[name]:.4f}" for name, m in REGISTRY.items())
+
+        click.echo(f"out-of-fold: ensemble {named(selection.ensemble_scores)} | best single trial "
+                   f"({selection.best_single}) {named(selection.best_single_scores)}")
     if on_test or export_dir or register_name:
         say("loading the members' fold bags ...")
         predictor = ens.build(handle, selection, tracker, cache_dir, tta)

@@ -9,6 +9,7 @@ import click
 from search.cli import options as o
 from studies import SHIPPED
 from models.config import TTA_MODES
+from search.metrics import REGISTRY
 from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettings, check_study_name
 
 
@@ -28,12 +29,12 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
               help="[default: median; wilcoxon with --repeats]  Epoch pruners stop a trial's training early; "
                    "wilcoxon stops a trial's seeds when it is worse than the best trial, seed by seed.")
 @click.option("--repeats", type=click.IntRange(1), default=1, show_default=True,
-              help="Seeds per trial: the trial's value is their mean val_accuracy; each seed is a nested MLflow run.")
+              help="Seeds per trial: the trial's value is their mean --metric; each seed is a nested MLflow run.")
 @click.option("--cv", type=int, default=0, show_default=True, metavar="K",
               help="Cross-validate each trial on K folds of TRAIN, grouped (--groups): the value is the mean "
                    "over folds, the trial's model the bag of its fold models. [default: one validation split]")
 @click.option("--metric", type=click.Choice(METRICS),
-              help="What a trial's value measures on validation (all three are recorded). [default: log-loss with "
+              help="What a trial's value measures on validation (every metric is recorded). [default: log-loss with "
                    "--cv, which ranked trials as TEST does where accuracy ranked them against it (README, "
                    "\"The campaign\"); else accuracy]")
 @click.option("--tta", type=click.Choice(TTA_MODES), default="none", show_default=True,
@@ -41,7 +42,8 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
                    "(dihedral: also 90-degree turns, square sizes).")
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True, help="Maximum epochs per trial.")
 @click.option("--patience", type=click.IntRange(1), default=5, show_default=True,
-              help="Early-stopping patience on validation accuracy.")
+              help="Early-stopping patience, on what --metric watches per epoch ("
+                   + ", ".join(f"{m.monitor} for {name}" for name, m in REGISTRY.items()) + ").")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seeds the split and, with the trial number, each trial.")
 @click.option("--sampler-seed", type=click.IntRange(0),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import SearchError
-from search.metrics import objective, scores
+from search.metrics import metric as metric_of, objective, scores
 from search.record import S, TrialRecord, read_trials
 
 MANIFEST = "ensemble.json"
@@ -27,7 +27,7 @@ MANIFEST = "ensemble.json"
 class Selection:
     metric: str
     weights: dict[int, int]  # trial number -> times chosen
-    ensemble_scores: dict[str, float]  # out-of-fold, all three metrics
+    ensemble_scores: dict[str, float]  # out-of-fold, every registered metric
     best_single: int
     best_single_scores: dict[str, float]
     curve: list[float] = field(default_factory=list)  # the objective after each greedy step
@@ -46,13 +46,14 @@ class Selection:
 def greedy_selection(probs: dict[int, np.ndarray], labels: np.ndarray, groups: np.ndarray, metric: str,
                      size: int) -> tuple[dict[int, int], list[float]]:
     """Caruana's forward selection with replacement; ties go to the lower trial number."""
+    m = metric_of(metric)  # only the metric chosen on: each step scores every trial
     chosen: dict[int, int] = {}
     total = np.zeros_like(next(iter(probs.values())), dtype=np.float64)
     curve = []
     for step in range(1, size + 1):
         best_n, best_value = None, None
         for n in sorted(probs):
-            value = objective(scores(labels, (total + probs[n]) / step, groups), metric)
+            value = m.objective(m.value(labels, (total + probs[n]) / step, groups))
             if best_value is None or value > best_value:
                 best_n, best_value = n, value
         chosen[best_n] = chosen.get(best_n, 0) + 1
@@ -167,7 +168,7 @@ def evaluate(handle, ensemble: EnsemblePredictor, tracker, cache_dir: str | None
     """The ensemble on TEST (and TEST_SIMPLE), once; an MLflow run in the study's experiment."""
     from preprocessing import build_cache, load_dataset
 
-    from search.results.evaluation import predict_split, probs_report
+    from search.results.evaluation import predict_split, probs_report, score_metrics
     from search.running.unet import masker_for
     from search.settings import PARENT_RUN_ATTR
     from search.stores.tracking import TrialRun
@@ -196,13 +197,10 @@ def evaluate(handle, ensemble: EnsemblePredictor, tracker, cache_dir: str | None
                     "metric": ensemble.info["selection"]["metric"]}, {"bloodsearch.ensemble": "true"})
     metrics = {}
     for name, r in splits.items():
-        metrics[f"{name.lower()}_accuracy"] = r["accuracy"]
-        metrics[f"{name.lower()}_group_accuracy"] = r["groups"]["group_accuracy"]
+        metrics.update(score_metrics(name.lower(), r))
         metrics[f"{name.lower()}_macro_f1"] = r["macro_f1"]
-        if r["clean"] is not None:
-            metrics[f"{name.lower()}_clean_accuracy"] = r["clean"]["accuracy"]
     for key, value in ensemble.info["selection"]["ensemble_oof"].items():
-        metrics[f"oof_{key.replace('-', '_')}"] = value
+        metrics[f"oof_{metric_of(key).key}"] = value
     run.log_metrics(metrics)
     with tempfile.TemporaryDirectory(prefix="bloodsearch-ensemble-") as tmp:
         (Path(tmp) / "ensemble.json").write_text(json.dumps({"selection": ensemble.info["selection"], "splits": splits},

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from search.metrics import classification_metrics, group_bootstrap, group_votes, mean_log_loss
+from search.metrics import REGISTRY, classification_metrics, group_bootstrap, group_votes, mean_log_loss, scores
 from search.record import TrialRecord
 
 
@@ -53,6 +53,7 @@ def probs_report(split, idx: np.ndarray, probs: np.ndarray, classes: Sequence[st
 def _scored(y_true: np.ndarray, probs: np.ndarray, groups: list[str], classes: Sequence[str]) -> dict:
     report = classification_metrics(y_true, probs, classes)
     report["log_loss"] = mean_log_loss(y_true, probs)
+    report["scores"] = scores(y_true, probs, groups)  # every registered metric, by name
     report["groups"] = group_votes(groups, y_true, probs)
     report["accuracy_ci95"] = list(group_bootstrap(y_true, probs.argmax(axis=1), groups))
     return report
@@ -73,11 +74,26 @@ def held_out_lines(name: str, r: dict) -> list[str]:
     return lines
 
 
+# Shown with more than their score (an interval, the mean-probability verdict) first.
+DETAILED = ("accuracy", "group-accuracy")
+
+
 def _summary(r: dict) -> str:
     g, (lo, hi) = r["groups"], r["accuracy_ci95"]
+    others = "".join(f"; {m.label} {r['scores'][name]:.4f}" for name, m in REGISTRY.items()
+                     if name not in DETAILED and name in r.get("scores", {}))
     return (f"accuracy {r['accuracy']:.4f} [95% over groups {lo:.3f}, {hi:.3f}] on {r['images']} images; "
             f"per-group {g['group_accuracy']:.4f} by vote, {g['group_accuracy_mean_prob']:.4f} by mean probability "
-            f"({g['groups']} groups); log-loss {r['log_loss']:.4f}; macro F1 {r['macro_f1']:.4f}")
+            f"({g['groups']} groups){others}; macro F1 {r['macro_f1']:.4f}")
+
+
+def score_metrics(prefix: str, r: dict) -> dict[str, float]:
+    """A held-out report's registered metrics as MLflow keys: <prefix>_<metric>, and
+    <prefix>_clean_<metric> on its clean part (test_accuracy, test_clean_log_loss)."""
+    out = {f"{prefix}_{REGISTRY[name].key}": value for name, value in r["scores"].items()}
+    if r.get("clean") is not None:
+        out.update({f"{prefix}_clean_{REGISTRY[name].key}": value for name, value in r["clean"]["scores"].items()})
+    return out
 
 
 def split_report(model, split, cache, classes: Sequence[str], batch_size: int = 128) -> dict:
@@ -91,7 +107,8 @@ def split_report(model, split, cache, classes: Sequence[str], batch_size: int = 
 @dataclass(frozen=True)
 class Evaluation:
     trial: int
-    val_accuracy: float | None
+    value: float | None  # the trial's value: the study's metric on validation
+    metric: str
     model: str  # what was evaluated: "the trial's model", or "the bag of its K seed models"
     splits: dict[str, dict]  # split name -> split_report() of that model (with "per_seed" for a bag)
     row: str  # the study's table row, for TEST
@@ -150,12 +167,7 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
                 metrics[f"{prefix}_{kind}_accuracy_mean"] = report["per_model"]["accuracy"]["mean"]
                 metrics[f"{prefix}_{kind}_accuracy_std"] = report["per_model"]["accuracy"]["std"]
             splits[name] = report
-            metrics[f"{prefix}_accuracy"] = report["accuracy"]
-            metrics[f"{prefix}_group_accuracy"] = report["groups"]["group_accuracy"]
-            metrics[f"{prefix}_log_loss"] = report["log_loss"]
-            if report["clean"] is not None:
-                metrics[f"{prefix}_clean_accuracy"] = report["clean"]["accuracy"]
-                metrics[f"{prefix}_clean_group_accuracy"] = report["clean"]["groups"]["group_accuracy"]
+            metrics.update(score_metrics(prefix, report))
             metrics[f"{prefix}_macro_f1"] = report["macro_f1"]
             for cls, m in report["per_class"].items():
                 for key in ("precision", "recall", "f1"):
@@ -171,7 +183,8 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
 
             raise SearchError(f"data dir {handle.settings.data_dir} has no TEST split to evaluate on")
         (Path(tmp) / "evaluation.json").write_text(json.dumps(
-            {"trial": trial.number, "val_accuracy": trial.value, "model": what, "tta": tta, "splits": splits}, indent=1))
+            {"trial": trial.number, "value": trial.value, "metric": handle.settings.metric, "model": what, "tta": tta,
+             "splits": splits}, indent=1))
         if tta != "none":  # each TTA mode its own metrics and folder, beside the plain evaluation
             metrics = {f"{k}_tta_{tta}": v for k, v in metrics.items()}
         tracker.log_evaluation(trial.run_id, metrics, tmp, "evaluation" if tta == "none" else f"evaluation-tta-{tta}")
@@ -182,4 +195,4 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
         a, k = test["per_model"]["accuracy"], test["per_model"]["kind"]
         row = (f"bag of {a['n']} {k}s: {row} | each {k} alone {a['mean']:.3f} ± {a['std']:.3f} "
                f"[{a['min']:.3f}, {a['max']:.3f}]")
-    return Evaluation(trial.number, trial.value, what, splits, row)
+    return Evaluation(trial.number, trial.value, handle.settings.metric, what, splits, row)

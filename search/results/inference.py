@@ -178,10 +178,15 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
     run_id = trial.run_id
     if not run_id:
         raise SearchError(f"trial {trial.number} has no MLflow run")
+    # The configuration is the trial record's; the run's trial_config.json is read only for
+    # the classes of a record without a split report.
+    classes = list((trial.split or {}).get("train") or {})
     with tempfile.TemporaryDirectory(prefix="bloodsearch-model-") as tmp:
         try:
             model_path = tracker.download(run_id, "model/model.keras", tmp)
-            meta = json.loads(tracker.download(run_id, "trial_config.json", tmp).read_text())
+            if not classes or trial.config is None:
+                meta = json.loads(tracker.download(run_id, "trial_config.json", tmp).read_text())
+                classes = list(meta["classes"])
         except Exception as exc:
             raise SearchError(f"trial {trial.number}: its model is not in MLflow run {run_id} "
                               f"(launched with --log-models best or none?): {type(exc).__name__}") from None
@@ -196,7 +201,7 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
         from models.combine import with_tta
 
         model, what = with_tta(model, tta), f"{what}, TTA {tta}"
-    config = TrialConfig.from_dict(meta["config"])
+    config = trial.config or TrialConfig.from_dict(meta["config"])
     unet = None
     if config.preprocess.mask == "unet":
         from search.running.unet import UnetError, unet_by_digest
@@ -208,6 +213,7 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
             unet = load_model(unet_by_digest(trial.unet, cache_dir, tracker).model_dir / "model.keras")
         except UnetError as exc:
             raise SearchError(f"trial {trial.number}: {exc}") from None
-    info = {"study": handle.study.study_name, "trial": trial.number, "val_accuracy": trial.value,
-            "run_id": run_id, "seed": meta.get("seed"), "model": what, "tta": tta}
-    return Predictor(model, config, list(meta["classes"]), unet, info)
+    info = {"study": handle.study.study_name, "trial": trial.number, "value": trial.value,
+            "metric": handle.settings.metric, "run_id": run_id,
+            "seed": trial.fits[0].seed if trial.fits else trial.seed, "model": what, "tta": tta}
+    return Predictor(model, config, classes, unet, info)

@@ -42,6 +42,7 @@ class Replication:
     cv: int = 0  # K >= 2: each seed trains K fold models and is judged as their bag
     tta: str = "none"  # test-time augmentation of each seed's TEST predictions
     grouping: Grouping = Grouping()  # the study's groups: its folds, and what clean TEST leaves out
+    metric: str = "accuracy"  # the study's: what early stopping watches (search.metrics.REGISTRY)
 
     def __post_init__(self) -> None:
         from search.tta import check_size
@@ -63,7 +64,7 @@ def of_trial(handle, trial, epochs: int | None = None, patience: int | None = No
     return Replication(f"{s.study_name}-trial{trial.number}", trial.config, s.data_dir, epochs or s.epochs,
                        patience or s.patience, s.seed if seed is None else seed, s.val_fraction,
                        {"study_name": s.study_name, "trial": trial.number}, unet=trial.unet, cv=s.cv, tta=tta,
-                       grouping=s.grouping())
+                       grouping=s.grouping(), metric=s.metric)
 
 
 def of_study(study: str, fixed: dict[str, str], data_dir: str, epochs: int | None = None,
@@ -131,7 +132,7 @@ def replicate(rep: Replication, repeats: int, tracker: Tracker, cache_dir: str |
 def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -> tuple[list[SeedResult], list[dict]]:
     """Each seed from scratch: one model, or K fold models (--cv) whose bag is what is judged;
     TEST once per seed. A line per model trained says where it is (minutes each on a CPU)."""
-    from search.results.evaluation import predict_split, probs_report
+    from search.results.evaluation import predict_split, probs_report, score_metrics
     from search.running.objective import LogEpochs
     from search.running.training import train
 
@@ -149,7 +150,8 @@ def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -
         try:
             for fold in folds:
                 data = provider.get(rep.config.preprocess, fold)
-                result = train(rep.config, data, rep.epochs, rep.patience, seed, callbacks=[LogEpochs(run)])
+                result = train(rep.config, data, rep.epochs, rep.patience, seed, callbacks=[LogEpochs(run)],
+                               metric=rep.metric)
                 idx, p = predict_split(with_tta(result.model, rep.tta), test_cache)
                 probs.append(p)
                 with tempfile.TemporaryDirectory(prefix="bloodsearch-replicate-") as tmp:
@@ -174,9 +176,7 @@ def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -
                                  report["groups"]["group_accuracy"])
         metrics = {**fits[0].metrics(), "best_val_accuracy": val, "epochs_run": epochs, "converged": float(converged),
                    "model_size_mb": size_mb, "train_seconds": sum(f.train_seconds for f in fits),
-                   "test_accuracy": report["accuracy"], "test_group_accuracy": report["groups"]["group_accuracy"],
-                   "test_macro_f1": report["macro_f1"], "test_log_loss": report["log_loss"],
-                   **({"test_clean_accuracy": report["clean"]["accuracy"]} if report["clean"] else {}),
+                   **score_metrics("test", report), "test_macro_f1": report["macro_f1"],
                    **{f"test_recall_{c}": m["recall"] for c, m in report["per_class"].items()}}
         run.log_metrics(metrics)
         results.append(seed_result)

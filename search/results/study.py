@@ -73,9 +73,15 @@ def baseline_of(records: list[TrialRecord]) -> TrialRecord | None:
     return best_of(r for r in records if r.baseline)
 
 
-def trial_summary(r: TrialRecord) -> dict:
-    """A finished trial as `best --json` shows it: sampled parameters apart from fixed ones."""
-    row = {"trial": r.number, "val_accuracy": r.value, "params": r.params,
+def trial_summary(r: TrialRecord, metric: str = "accuracy") -> dict:
+    """A finished trial as `best --json` shows it: its value and the study's metric it
+    measures (as val_accuracy too when that is accuracy), the mean of every validation metric
+    over its models, sampled parameters apart from fixed ones."""
+    from search.metrics import METRICS
+
+    row = {"trial": r.number, "value": r.value, "metric": metric,
+           **({"val_accuracy": r.value} if metric == "accuracy" else {}),
+           "val_scores": {name: r.mean_score(name) for name in METRICS}, "params": r.params,
            "fixed": {k: v for k, v in r.flat_config().items() if k not in r.params},
            "epochs_run": r.epochs_run, "model_size_mb": r.model_size_mb, "params_count": r.params_count,
            "converged": r.converged, "train_seconds": r.train_seconds, "run_id": r.run_id,

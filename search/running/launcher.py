@@ -29,12 +29,13 @@ from search.running.capacity import check_cache_fits
 from search.running.gpus import GpuPlan
 from search.running.algorithms import check_pruner, check_sampler, make_pruner, pruner_note
 from search.errors import SearchError
+from search.metrics import metric as metric_of, value_name
 from search.record import S, read_trials
 from search.tta import check_space as check_tta_space
 from search.running.progress import progress_line, snapshot
 from search.running.seeding import Seeds, apply as apply_seeds, defining_difference, plan as plan_seeds
 from search.settings import CHANGEABLE, DATA_ATTR, METRICS, PARENT_RUN_ATTR, SETTINGS_ATTR, SearchSettings
-from search.stores.storage import STORAGE_ERRORS, check_storage, is_sqlite, open_storage
+from search.stores.storage import STORAGE_ERRORS, check_storage, error_line, is_sqlite, open_storage
 from search.stores.tracking import Tracker, check_tracking
 from search.running.worker import EXIT_FAILING, EXIT_INTERRUPTED, EXIT_USAGE, WORKER_MODULE, CloseRunAndRetry
 
@@ -243,10 +244,13 @@ def reconcile_runs(study: optuna.Study, tracker: Tracker) -> int:
 def repair_runs(study: optuna.Study, tracker: Tracker, settings: SearchSettings) -> list[int]:
     """Finished trials that a tracking outage left without their record (found by the chaos
     soak: MLflow logging stops at a trial's first error, so a trial that finished while the
-    server restarted had no run, or one without its metrics). Each gets a run holding its
-    parameters, its learning curve as Optuna kept it (when the run is new) and its final
-    metrics from the trial's record, closed with its state and tagged `bloodsearch.repaired`.
-    MLflow, not the trial, says what is missing, so running it again is safe."""
+    server restarted had no run, or one without its metrics). Each gets a run as the
+    objective writes it (search.running.recorder's projection): its parameters and tags, the
+    learning curve its epoch pruner was told (when the run is new) and its final metrics from
+    the trial's record, closed with its state and tagged `bloodsearch.repaired`. MLflow, not
+    the trial, says what is missing, so running it again is safe."""
+    from search.running.recorder import pruner_curve, run_metrics, run_name, run_params, run_tags
+
     # A warm-started trial's run belongs to its earlier study: repaired there, if anywhere.
     todo = [t for t in read_trials(study, states=(S.COMPLETE, S.PRUNED))
             if t.tracking_error and t.config and not t.warm_start]
@@ -255,25 +259,24 @@ def repair_runs(study: optuna.Study, tracker: Tracker, settings: SearchSettings)
     runs = tracker.trial_runs(settings.study_name)
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     intermediate = {t.number: t.intermediate_values for t in study.get_trials(deepcopy=False)}
+    accuracy_key = metric_of("accuracy").mlflow_key  # every finished model's run has it
     repaired = []
     for t in todo:
         mine = runs.get(t.number, [])
-        if any(r.info.status in ("FINISHED", "KILLED") and "best_val_accuracy" in r.data.metrics for r in mine):
+        if any(r.info.status in ("FINISHED", "KILLED") and accuracy_key in r.data.metrics for r in mine):
             continue
         if mine:
             run_id, new = mine[0].info.run_id, False
         else:
-            name = f"{settings.study_name}-{t.number}" + (f"-retry-of-{t.origin}" if t.retried else "")
-            run_id, new = tracker.start_trial(
-                settings.study_name, parent, name, {**t.config.flat(), **settings.mlflow_params(), "seed": t.seed},
-                {"optuna.study": settings.study_name, "optuna.trial": t.number, "optuna.origin_trial": t.origin}), True
-        if new:
-            for step, value in sorted(intermediate[t.number].items()):
-                tracker.log_metrics(run_id, {"val_accuracy": value}, step=step)
-        metrics = dict(t.fits[0].metrics()) if len(t.fits) == 1 else {}
-        if t.fits:
-            metrics["best_val_accuracy"] = sum(f.val_accuracy for f in t.fits) / len(t.fits)
-        tracker.log_metrics(run_id, metrics)
+            run_id, new = tracker.start_trial(settings.study_name, parent, run_name(settings.study_name, t.number, t.origin),
+                                              run_params(t.config, settings, t.seed),
+                                              run_tags(settings, t.number, t.origin, t.device, t.enqueued)), True
+        curve = pruner_curve(settings, intermediate[t.number]) if new else None
+        if curve:
+            key, values = curve
+            for step, value in sorted(values.items()):
+                tracker.log_metrics(run_id, {key: value}, step=step)
+        tracker.log_metrics(run_id, run_metrics(t.fits) if t.fits else {})
         tracker.set_tags(run_id, {"bloodsearch.repaired": "after a tracking outage"})
         tracker.end_trial(run_id, t.state.name)
         repaired.append(t.number)
@@ -395,10 +398,10 @@ class Launcher:
                     if time.time() - outage_since > STORAGE_OUTAGE_S:
                         self._stop_workers()
                         raise SearchError(f"--storage {redact(s.storage)}: unreachable for {STORAGE_OUTAGE_S} s "
-                                          f"({_first_line(exc)}); finished trials are kept, launch again to continue") from None
+                                          f"({error_line(exc, s.storage)}); finished trials are kept, launch again to continue") from None
                     if not announced:  # once per outage, even with --quiet
                         announced = True
-                        print(f"warning: storage unreachable ({_first_line(exc)}); retrying for up to "
+                        print(f"warning: storage unreachable ({error_line(exc, s.storage)}); retrying for up to "
                               f"{STORAGE_OUTAGE_S} s", file=sys.stderr, flush=True)
                 time.sleep(0.5)
         except KeyboardInterrupt as stop:
@@ -419,14 +422,15 @@ class Launcher:
             print(f"warning: trial(s) {[t.number for t in unrecorded]} kept their results in Optuna but could not be "
                   f"recorded in MLflow ({unrecorded[-1].tracking_error})", file=sys.stderr)
         best = "-" if snap.best_value is None else f"{snap.best_value:.4f} (trial {snap.best_trial})"
+        best = f"{value_name(s.metric, s.cv)} {best}"
         if snap.finished < s.trials:
             # Only the clock ends a launch short of its target; say so, and how to go on.
             remaining = s.trials - snap.finished
             print(f"study {s.study_name}: stopped by --timeout {s.timeout:g} s with {plural(snap.finished, 'trial')} of "
-                  f"{s.trials} finished, {remaining} to go; best val_accuracy {best}. Continue with: "
+                  f"{s.trials} finished, {remaining} to go; best {best}. Continue with: "
                   f"{resume_command(s)}", file=sys.stderr)
         elif not self.quiet:
-            print(f"study {s.study_name}: {plural(snap.finished, 'trial')} finished; best val_accuracy {best}",
+            print(f"study {s.study_name}: {plural(snap.finished, 'trial')} finished; best {best}",
                   file=sys.stderr)
         return 0
 
@@ -484,7 +488,8 @@ class Launcher:
             self._show(line, final=True)  # in a log, not the line just printed once more
         metrics = {"trials_complete": snap.complete, "trials_pruned": snap.pruned, "trials_failed": snap.failed}
         if snap.best_value is not None:
-            metrics.update(best_val_accuracy=snap.best_value, best_trial=snap.best_trial)
+            metrics.update({f"best_{metric_of(self.settings.metric).value_key}": snap.best_value,
+                            "best_trial": snap.best_trial})
         try:
             self.repaired = repair_runs(study, tracker, self.settings)
             reconcile_runs(study, tracker)

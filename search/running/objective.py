@@ -22,9 +22,9 @@ from search.plots import confusion_png, learning_curves_png
 from search.record import ACTIVE, ENQUEUED, S, best_of, inherited, read_trials
 from search.running.data import DataProvider, confusion
 from search.running.gpus import worker_device
-from search.running.recorder import TrialRecorder
+from search.running.recorder import TrialRecorder, run_name, run_params, run_tags
 from search.running.repeats import repeat_seeds
-from search.metrics import objective as objective_value
+from search.metrics import metric as metric_of, objective as objective_value, reported
 from search.running.oof import OutOfFold
 from search.running.training import train
 from search.settings import EPOCH_PRUNERS, PARENT_RUN_ATTR, SearchSettings
@@ -34,7 +34,6 @@ log = logging.getLogger("bloodsearch.objective")
 
 
 FAILURE_ARTIFACT = "failure/traceback.txt"
-DEVICE_TAG = "bloodsearch.device"
 
 
 def say_failed(number: int, exc: BaseException, run_id: str | None = None) -> None:
@@ -51,9 +50,9 @@ class SurplusTrial(Exception):
 
 
 class PruneOnEpochs(keras.callbacks.Callback):
-    """Report the epoch's validation signal (val_accuracy, or -val_loss for a log-loss study)
-    and stop the fit when the pruner says so. With --cv the folds' epochs follow each other
-    (step = fold x epochs + epoch), in the same fold order in every trial, so the pruner
+    """Report the epoch's validation signal (the study's metric's Keras monitor, negated when
+    lower is better: -val_loss for a log-loss study) and stop the fit when the pruner says so.
+    With --cv the folds' epochs follow each other (step = fold x epochs + epoch), in the same fold order in every trial, so the pruner
     compares trials at the same fold and epoch, and fold 0 screens them."""
 
     def __init__(self, trial: optuna.Trial, step_offset: int = 0, signal: str = "val_accuracy") -> None:
@@ -64,7 +63,7 @@ class PruneOnEpochs(keras.callbacks.Callback):
         value = (logs or {}).get(self.signal)
         if value is None or math.isnan(value):
             return
-        value = -float(value) if self.signal == "val_loss" else float(value)
+        value = reported(self.signal, float(value))
         self.trial.report(value, step=self.step_offset + epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {self.step_offset + epoch + 1} with {self.signal} {abs(value):.4f}")
@@ -119,14 +118,11 @@ class Objective:
         origin, seed = inherited(trial.user_attrs, trial.number)
         seed = seed if seed is not None else trial_seed(s.seed, origin)
         recorder.start(config, seed, origin)
-        name = f"{s.study_name}-{trial.number}" + (f"-retry-of-{origin}" if origin != trial.number else "")
+        name = run_name(s.study_name, trial.number, origin)
         parent = trial.study.user_attrs[PARENT_RUN_ATTR]
-        run = TrialRun(self.tracker, s.study_name, parent, name,
-                       {**config.flat(), **s.mlflow_params(),
-                        **({"seed": seed} if s.repeats == 1 else {"seeds": repeat_seeds(s.seed, s.repeats)})},
-                       {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.state": "RUNNING",
-                        "optuna.origin_trial": origin, DEVICE_TAG: worker_device(),
-                        **({ENQUEUED: trial.user_attrs[ENQUEUED]} if ENQUEUED in trial.user_attrs else {})})
+        run = TrialRun(self.tracker, s.study_name, parent, name, run_params(config, s, seed),
+                       {**run_tags(s, trial.number, origin, worker_device(), trial.user_attrs.get(ENQUEUED)),
+                        "optuna.state": "RUNNING"})
         state = "FAIL"
         try:
             recorder.run(run)
@@ -171,7 +167,7 @@ class Objective:
         nested = len(units) > 1
         tag = "bloodsearch.fold" if s.cv >= 2 else "bloodsearch.repeat"
         epoch_pruning = s.pruner in EPOCH_PRUNERS
-        signal = "val_loss" if s.metric == "log-loss" else "val_accuracy"
+        signal = metric_of(s.metric).monitor
         oof = OutOfFold() if s.cv >= 2 else None
         values: list[float] = []
         with tempfile.TemporaryDirectory(prefix="bloodsearch-models-") as held:
@@ -193,7 +189,7 @@ class Objective:
                     callbacks.append(PruneOnEpochs(trial, index * s.epochs, signal))
                 unit_state = "FAIL"
                 try:
-                    result = train(config, data, s.epochs, s.patience, unit_seed, callbacks=callbacks, monitor=signal,
+                    result = train(config, data, s.epochs, s.patience, unit_seed, callbacks=callbacks, metric=s.metric,
                                    tta=s.tta)
                     size_mb = self._log_artifacts(trial, config, data, result, unit_seed, unit_run,
                                                   Path(held) / str(index))
@@ -215,7 +211,7 @@ class Objective:
                 del result
                 values.append(objective_value(fit.scores(), s.metric))
                 if nested:
-                    recorder.summary(run, s.metric)
+                    recorder.summary(run)
                 if s.pruner == "wilcoxon":
                     trial.report(values[-1], step=index)
                     if trial.should_prune():

@@ -1,18 +1,73 @@
 """Writing a trial's record (search.record) while it runs: each fact once, to its Optuna trial
-and, where MLflow shows it, to the trial's run."""
+and, where MLflow shows it, to the trial's run. The projection of a record and the study's
+settings to an MLflow run (its name, parameters, tags, metrics and the curve its pruner saw)
+is here too, once: the objective writes runs with it and the launcher's `repair_runs`
+rebuilds the runs a tracking outage lost with it."""
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import Any, Sequence
 
 import optuna
 
 from search import record as R
+from search.metrics import METRICS, metric as metric_of, reported
 from search.record import FitResult
 from search.running.gpus import worker_device
+from search.settings import EPOCH_PRUNERS, SearchSettings
 from search.stores.tracking import TrialRun
 from studies import TrialConfig
+
+DEVICE_TAG = "bloodsearch.device"
+
+
+def run_name(study_name: str, number: int, origin: int) -> str:
+    return f"{study_name}-{number}" + (f"-retry-of-{origin}" if origin != number else "")
+
+
+def run_params(config: TrialConfig, settings: SearchSettings, seed: int) -> dict[str, Any]:
+    """A trial run's parameters: its configuration, the study's settings, its seed (or the
+    study's --repeats seeds, which every trial shares)."""
+    from search.running.repeats import repeat_seeds
+
+    seeds = {"seed": seed} if settings.repeats == 1 else {"seeds": repeat_seeds(settings.seed, settings.repeats)}
+    return {**config.flat(), **settings.mlflow_params(), **seeds}
+
+
+def run_tags(settings: SearchSettings, number: int, origin: int, device: str | None = None,
+             enqueued: str | None = None) -> dict[str, Any]:
+    return {"optuna.study": settings.study_name, "optuna.trial": number, "optuna.origin_trial": origin,
+            "metric": settings.metric, **({DEVICE_TAG: device} if device else {}),
+            **({R.ENQUEUED: enqueued} if enqueued else {})}
+
+
+def run_metrics(fits: Sequence[FitResult]) -> dict[str, float]:
+    """A trial run's final metrics: its one model's; over seeds or folds, the spread of their
+    accuracy and the mean of each metric (every one, whichever the study optimises)."""
+    from search.running.repeats import summarize
+
+    if len(fits) == 1:
+        return fits[0].metrics()
+    summary = summarize(fits)
+    means = {}
+    for name in METRICS:
+        values = [f.scores()[name] for f in fits]
+        if None not in values:
+            means[f"val_{metric_of(name).key}_mean"] = sum(values) / len(values)
+    out = {**summary.metrics("val_"), **means, metric_of("accuracy").mlflow_key: summary.accuracy.mean,
+           "epochs_run": summary.epochs.mean, "params_count": fits[0].params_count}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def pruner_curve(settings: SearchSettings, intermediate: dict[int, float]) -> tuple[str, dict[int, float]] | None:
+    """The learning curve an epoch pruner was told, as the Keras log it came from (the
+    metric's monitor, its sign restored). None for other pruners: Wilcoxon's steps are seeds
+    or folds, whose scores the means hold."""
+    if settings.pruner not in EPOCH_PRUNERS:
+        return None
+    monitor = metric_of(settings.metric).monitor
+    return monitor, {step: reported(monitor, value) for step, value in intermediate.items()}
 
 
 class TrialRecorder:
@@ -52,17 +107,10 @@ class TrialRecorder:
         self.fits.append(fit)
         self._set(R.FITS, [f.to_dict() for f in self.fits])
 
-    def summary(self, run: TrialRun, metric: str) -> None:
-        """Seeds or folds: the spread over the models so far, on the trial's run, and the
-        mean of each validation metric (all three, whichever one the study optimises)."""
-        from search.running.repeats import summarize
-
-        summary = summarize(self.fits)
-        means = {f"val_{name.replace('-', '_')}_mean": sum(f.scores()[name] for f in self.fits) / len(self.fits)
-                 for name in ("accuracy", "log-loss", "group-accuracy") if None not in (f.scores()[name] for f in self.fits)}
-        run.log_metrics({**summary.metrics("val_"), **means, "best_val_accuracy": summary.accuracy.mean,
-                         "epochs_run": summary.epochs.mean, "params_count": self.fits[0].params_count})
-        run.set_tags({"converged": summary.convergence_rate == 1.0, "metric": metric})
+    def summary(self, run: TrialRun) -> None:
+        """Seeds or folds: the trial run's metrics over the models so far."""
+        run.log_metrics(run_metrics(self.fits))
+        run.set_tags({"converged": all(f.converged for f in self.fits)})
 
     def failed(self, exc: BaseException) -> None:
         self._set(R.FAIL_REASON, f"{type(exc).__name__}: {exc}"[:2000])

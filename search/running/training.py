@@ -68,28 +68,32 @@ class TrainResult:
     def fit_result(self, seed: int, model_size_mb: float | None, fold: int | None = None) -> FitResult:
         """What the trial's record keeps of this training. val_accuracy is the accuracy of the
         predictions recorded here (the restored best weights, with the study's TTA)."""
-        s = self.val_scores
-        return FitResult(seed=seed, val_accuracy=round(s["accuracy"], 6), epochs_run=self.epochs_run,
+        s = {name: round(value, 6) for name, value in self.val_scores.items()}
+        return FitResult(seed=seed, val_accuracy=s["accuracy"], epochs_run=self.epochs_run,
                          best_epoch=self.best_epoch, converged=self.converged, diverged=self.diverged,
                          train_seconds=round(self.train_seconds, 3), params_count=self.params_count,
-                         model_size_mb=model_size_mb, fold=fold, val_loss=round(s["log-loss"], 6),
-                         val_group_accuracy=round(s["group-accuracy"], 6))
+                         model_size_mb=model_size_mb, fold=fold, val_scores=s)
 
 
 def _best_epoch(history: dict, monitor: str) -> int:
     """The epoch early stopping restored: the best of what it watched (val_loss for a log-loss
     study, where the best accuracy can come epochs later than the weights kept)."""
+    from search.metrics import monitor_mode
+
     curve = np.asarray(history.get(monitor, []), dtype=float)
     if not curve.size or np.isnan(curve).all():
         return 0
-    return int(np.nanargmin(curve) if monitor == "val_loss" else np.nanargmax(curve)) + 1
+    return int(np.nanargmin(curve) if monitor_mode(monitor) == "min" else np.nanargmax(curve)) + 1
 
 
 def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int,
-          callbacks: list[keras.callbacks.Callback] = (), monitor: str = "val_accuracy",
+          callbacks: list[keras.callbacks.Callback] = (), metric: str = "accuracy",
           tta: str = "none") -> TrainResult:
-    """monitor: what early stopping watches (and restores the best of): val_accuracy, or
-    val_loss when the study optimises log-loss. tta: how validation predictions are made."""
+    """metric: what the study optimises (search.metrics.REGISTRY); early stopping watches its
+    Keras monitor and restores the best of it. tta: how validation predictions are made."""
+    from search.metrics import metric as metric_of, monitor_mode
+
+    monitor = metric_of(metric).monitor
     keras.utils.set_random_seed(seed)
     pre = config.preprocess
     model = build_model(config.model, (*pre.size, pre.channels), data.num_classes,
@@ -99,7 +103,7 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
     compile_model(model, config, data.num_classes, epochs * math.ceil(len(data.split.train) / config.batch_size))
     train_ds = make_batches(data.cache, data.split.train, config.batch_size, shuffle=True, seed=seed)
     val_ds = make_batches(data.cache, data.split.val, config.batch_size)
-    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode="min" if monitor == "val_loss" else "max",
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, mode=monitor_mode(monitor),
                                          patience=patience, restore_best_weights=True)
     started = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
