@@ -69,7 +69,7 @@ def rows(runs: Path, name: str) -> list[dict]:
             "trial": r.number, "baseline": r.enqueued,
             "what": (f"{c.model.arch} {c.preprocess.size_text} depth {len(c.model.kernels)} kernel "
                      f"{c.model.kernels[0]} width {c.model.width} {c.preprocess.scaling} mask {c.preprocess.mask} "
-                     f"aug {c.model.augment} batch {c.batch_size} lr {c.learning_rate:.2g}"),
+                     f"aug {getattr(c.model, 'augment', 'none')} batch {c.batch_size} lr {c.learning_rate:.2g}"),
             "cv_log_loss": r.mean_score("log-loss"), "cv_accuracy": r.mean_score("accuracy"),
             "cv_group_accuracy": r.mean_score("group-accuracy"),
             "fold_accuracies": [round(f.val_accuracy, 4) for f in r.fits],

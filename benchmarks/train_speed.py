@@ -98,8 +98,8 @@ def child(args) -> dict:
     images_per_s = len(idx) / statistics.median(times)
     # Augmentation layers hold random-state variables the profiler's frozen graph cannot take;
     # they cost nothing at inference, so an augmentation-free twin has the same FLOPs.
-    twin = build_model(dataclasses.replace(config.model, augment="none"),
-                       (*config.preprocess.size, config.preprocess.channels), data.num_classes)
+    plain = dataclasses.replace(config.model, augment="none") if hasattr(config.model, "augment") else config.model
+    twin = build_model(plain, (*config.preprocess.size, config.preprocess.channels), data.num_classes)
     flops = forward_flops(twin, (*config.preprocess.size, config.preprocess.channels))
     return {"images_per_s": round(images_per_s, 1),
             "forward_mflops_per_image": round(flops / 1e6, 1),

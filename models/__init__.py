@@ -1,13 +1,20 @@
 """The study's Keras networks. A plain library: no Optuna, no MLflow.
 
-    model = build_model(ModelConfig("fcn", kernels=(2,)*5), input_shape=(120, 160, 3),
+    model = build_model(FcnConfig(kernels=(2,)*5), input_shape=(120, 160, 3),
                         num_classes=4, scaling=("channel", mean, std))
 
-ModelConfig imports without TensorFlow, so processes that only plan trials stay small.
+Each network family is one module (its configuration and its builder) registered in
+models.registry. Configurations import without TensorFlow (builders import Keras when they
+build), so processes that only plan trials stay small.
 """
+from .cnn import CnnConfig
 from .config import ModelConfig
+from .fast import FastConfig
+from .fcn import FcnConfig
+from .registry import FAMILIES, build_model, count_trainable, register_family, training_bytes
 
-__all__ = ["ModelConfig", "ARCHITECTURES", "build_model", "count_trainable", "training_bytes", "load_model"]
+__all__ = ["ModelConfig", "CnnConfig", "FcnConfig", "FastConfig", "FAMILIES", "register_family", "build_model",
+           "count_trainable", "training_bytes", "load_model"]
 
 
 def load_model(path):
@@ -17,11 +24,3 @@ def load_model(path):
     from . import combine, layers  # noqa: F401  (registers the custom layers and loss)
 
     return keras.saving.load_model(path)
-
-
-def __getattr__(name: str):
-    if name in ("ARCHITECTURES", "build_model", "count_trainable", "training_bytes"):
-        from . import registry
-
-        return getattr(registry, name)
-    raise AttributeError(name)

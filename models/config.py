@@ -1,33 +1,54 @@
+"""A network family's configuration: the base every family's dataclass extends, and reading
+one back from a stored dict. No TensorFlow here, so processes that only plan trials stay small.
+
+A family is one module holding its configuration (a frozen dataclass extending ModelConfig,
+with its name as the class attribute `arch`) and its builder, registered in models.registry.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
 
-POOLINGS = ("avg", "max")
-AUGMENTS = ("none", "flip", "dihedral", "rotate")
-FAST_ONLY = ("batch_norm", "separable", "pooling", "augment")
 TTA_MODES = ("none", "flip", "dihedral")  # test-time augmentation: see models.combine
+DEFAULT_ARCH = "fcn"  # what a record without an "arch" (and ModelConfig()) always meant
+
+# The one flat configuration every family shared before each had its own, in its positional
+# order: records and study files written then name these, and each family keeps only its own.
+LEGACY_FIELDS = ("arch", "kernels", "dropout", "width", "dense_units", "batch_norm", "separable", "pooling",
+                 "augment")
+
+
+class _ByArch(type):
+    """Calling the base itself, ModelConfig("fcn", kernels=...), builds that family's
+    configuration: .py studies written before the families had their own classes still run
+    unchanged (their content digest is fixed for their study)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any):
+        if cls is not ModelConfig:
+            return super().__call__(*args, **kwargs)
+        if len(args) > len(LEGACY_FIELDS):
+            raise TypeError(f"ModelConfig takes at most {len(LEGACY_FIELDS)} positional arguments")
+        given = {**dict(zip(LEGACY_FIELDS, args)), **kwargs}
+        family = family_config(given.get("arch", DEFAULT_ARCH))
+        own = {f.name for f in fields(family)}
+        unknown = sorted(set(given) - own - set(LEGACY_FIELDS))
+        if unknown:
+            raise TypeError(f"{family.__name__} has no field {unknown[0]!r}")
+        return family(**{k: v for k, v in given.items() if k in own})
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Architecture choices; input shape and class count come from the data.
+class ModelConfig(metaclass=_ByArch):
+    """What every family has; input shape and class count come from the data.
 
-    kernels: kernel size of each conv section (their count is the depth); width multiplies
-    the filters (the study's 64*2**i; the fast net's 32*2**i, capped at 256); dense_units is
-    used by the CNN head only. batch_norm, separable, pooling (its head: "avg" or "max") and
-    augment are the fast net's: augment ("none", "flip", "dihedral" for square inputs,
-    "rotate": flips, any angle, shifts) applies in training only, so inference sees raw images.
+    kernels: kernel size of each conv section (their count is the depth); dropout; width
+    multiplies each family's filters. A family adds its own fields in its subclass.
     """
 
-    arch: str = "fcn"
+    arch: ClassVar[str] = ""
     kernels: tuple[int, ...] = (2, 2, 2, 2, 2)
     dropout: float = 0.1
     width: float = 1.0
-    dense_units: int = 128
-    batch_norm: bool = False
-    separable: bool = False
-    pooling: str = "avg"
-    augment: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
@@ -37,30 +58,33 @@ class ModelConfig:
             raise ValueError(f"dropout {self.dropout} must be in [0, 1)")
         if self.width <= 0:
             raise ValueError(f"width {self.width} must be positive")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENTS)}")
-        if self.dense_units < 1:
-            raise ValueError(f"dense_units {self.dense_units} must be at least 1")
 
     def check_input(self, height: int, width: int) -> None:
-        """What only the input size can rule out, found before a model is built."""
-        if self.augment == "dihedral" and height != width:
-            raise ValueError(f"augment dihedral turns images by 90 degrees, so it needs a square size, not "
-                             f"{height}x{width} (use flip or rotate)")
+        """What only the input size can rule out, found before a model is built (a family
+        overrides it)."""
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["kernels"] = list(self.kernels)
-        return d
+    def to_dict(self) -> dict[str, Any]:
+        """Its family's name and fields: what records, exports and MLflow params hold."""
+        return {"arch": self.arch, **asdict(self), "kernels": list(self.kernels)}
 
-    def used(self) -> dict:
-        """to_dict() less the fields this architecture ignores (the CNN's head, the fast net's options)."""
-        ignored = {"fcn": FAST_ONLY + ("dense_units",), "cnn": FAST_ONLY, "fast": ("dense_units",)}.get(self.arch, ())
-        return {k: v for k, v in self.to_dict().items() if k not in ignored}
+    def used(self) -> dict[str, Any]:
+        """to_dict(): a family's configuration holds only fields its builder uses."""
+        return self.to_dict()
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        fields = ("arch", "kernels", "dropout", "width", "dense_units", "batch_norm", "separable", "pooling", "augment")
-        return cls(**{k: d[k] for k in fields if k in d})
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """The configuration a stored dict describes. A dict of the flat days holds every
+        family's fields; those the family does not use are dropped."""
+        arch = d.get("arch", DEFAULT_ARCH if cls is ModelConfig else cls.arch)
+        if cls is not ModelConfig and arch != cls.arch:
+            raise ValueError(f"a {arch} configuration is not a {cls.__name__}")
+        family = family_config(arch)
+        own = {f.name for f in fields(family)}
+        return family(**{k: v for k, v in d.items() if k in own})
+
+
+def family_config(arch: str) -> type[ModelConfig]:
+    """The configuration class registered for a family name."""
+    from .registry import family  # the registry imports the shipped families, which import this module
+
+    return family(arch).config

@@ -1,20 +1,51 @@
 """A small, fast classifier with what efficient nets use and the study did not try: batch
 normalization, depthwise-separable convolutions, a global-average-pooling head, and
-training-time augmentation (the cells have no orientation)."""
+training-time augmentation (the cells have no orientation). Keras is imported when a model
+is built, so the configuration is not."""
 from __future__ import annotations
 
-from keras import layers
+from dataclasses import dataclass
 
 from .config import ModelConfig
-from .layers import RandomTranspose, pool_sizes
 
 MAX_FILTERS = 256
+POOLINGS = ("avg", "max")
+AUGMENTS = ("none", "flip", "dihedral", "rotate")
+
+
+@dataclass(frozen=True)
+class FastConfig(ModelConfig):
+    """batch_norm; separable (depthwise-separable convs after the first section); pooling, its
+    head ("avg" or "max"); augment ("none", "flip", "dihedral" for square inputs, "rotate":
+    flips, any angle, shifts), in training only, so inference sees raw images."""
+
+    arch = "fast"
+    batch_norm: bool = False
+    separable: bool = False
+    pooling: str = "avg"
+    augment: str = "none"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENTS)}")
+
+    def check_input(self, height: int, width: int) -> None:
+        if self.augment == "dihedral" and height != width:
+            raise ValueError(f"augment dihedral turns images by 90 degrees, so it needs a square size, not "
+                             f"{height}x{width} (use flip or rotate)")
 
 
 def augmentation(x, kind: str):
     """Random flips (all four flip/180-degree combinations), plus transposes for "dihedral"
     (with them, every 90-degree rotation), or rotations by any angle and small shifts for
     "rotate" (what the data set's own augmented copies were made with). Active in training only."""
+    from keras import layers
+
+    from .layers import RandomTranspose
+
     if kind == "none":
         return x
     x = layers.RandomFlip("horizontal_and_vertical", name="random_flip")(x)
@@ -28,7 +59,11 @@ def augmentation(x, kind: str):
     return x
 
 
-def fast_head(x, config: ModelConfig, num_classes: int):
+def fast_head(x, config: FastConfig, num_classes: int):
+    from keras import layers
+
+    from .layers import pool_sizes
+
     x = augmentation(x, config.augment)
     pools = pool_sizes(x.shape[1], x.shape[2], len(config.kernels))
     for i, (k, pool) in enumerate(zip(config.kernels, pools)):

@@ -36,7 +36,7 @@ SURPLUS, FAIL_REASON, TRACKING_ERROR = "surplus", "fail_reason", "tracking_error
 class FitResult:
     """One trained model of a trial: the trial's own, one of its seeds (--repeats) or one of
     its folds (--cv). Validation scores are of the restored best weights (with the study's
-    test-time augmentation): accuracy, log-loss and the per-group vote's accuracy."""
+    test-time augmentation), one per metric of search.metrics.REGISTRY."""
 
     seed: int
     val_accuracy: float
@@ -48,29 +48,42 @@ class FitResult:
     params_count: int | None = None
     model_size_mb: float | None = None
     fold: int | None = None
-    val_loss: float | None = None  # mean log-loss of the validation predictions
-    val_group_accuracy: float | None = None
+    # By metric name; accuracy is val_accuracy's. Not hashed: a dict is not hashable.
+    val_scores: dict[str, float] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "val_scores", {**self.val_scores, "accuracy": self.val_accuracy})
 
     def metrics(self) -> dict[str, float]:
         """What its MLflow run records about its training."""
-        out = {"best_val_accuracy": self.val_accuracy, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
-               "train_seconds": self.train_seconds, "converged": float(self.converged)}
-        for key, value in (("params_count", self.params_count), ("model_size_mb", self.model_size_mb),
-                           ("val_log_loss", self.val_loss), ("val_group_accuracy", self.val_group_accuracy)):
+        from search.metrics import REGISTRY
+
+        out = {m.mlflow_key: self.val_scores[name] for name, m in REGISTRY.items() if self.val_scores.get(name) is not None}
+        out.update(epochs_run=self.epochs_run, best_epoch=self.best_epoch, train_seconds=self.train_seconds,
+                   converged=float(self.converged))
+        for key, value in (("params_count", self.params_count), ("model_size_mb", self.model_size_mb)):
             if value is not None:
                 out[key] = value
         return out
 
-    def scores(self) -> dict[str, float]:
-        """By metric name (search.metrics.METRICS), for the objective."""
-        return {"accuracy": self.val_accuracy, "log-loss": self.val_loss, "group-accuracy": self.val_group_accuracy}
+    def scores(self) -> dict[str, float | None]:
+        """By metric name (search.metrics.METRICS); None for one its model was not scored on
+        (a record from before the metric was added)."""
+        from search.metrics import METRICS
+
+        return {name: self.val_scores.get(name) for name in METRICS}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)  # accuracy is stored once, as val_accuracy (which every reader knows)
+        d["val_scores"] = {k: v for k, v in self.val_scores.items() if k != "accuracy"}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FitResult":
-        d = {"val_group_accuracy": d.get("val_cell_accuracy"), **d}  # its name before groups were an input
+        # Records written before val_scores kept each score in a field of its own, group
+        # accuracy first as val_cell_accuracy (before groups were an input).
+        legacy = {"log-loss": d.get("val_loss"), "group-accuracy": d.get("val_group_accuracy", d.get("val_cell_accuracy"))}
+        d = {**d, "val_scores": {**{k: v for k, v in legacy.items() if v is not None}, **(d.get("val_scores") or {})}}
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -117,7 +130,7 @@ class TrialRecord:
         return bool(self.fits) and self.fits[0].fold is not None
 
     def mean_score(self, metric: str) -> float | None:
-        """The mean over its models of a validation metric (accuracy, log-loss, group-accuracy)."""
+        """The mean over its models of a validation metric (a name of search.metrics.METRICS)."""
         values = [f.scores()[metric] for f in self.fits]
         return sum(values) / len(values) if values and None not in values else None
 
@@ -163,14 +176,9 @@ class TrialRecord:
         return summarize(self.fits)
 
     def flat_config(self) -> dict[str, Any]:
-        """Every setting the trial ran with that its architecture uses, one level of names
-        as the study's parameters are named (as in `best --json`)."""
-        if not self.config:
-            return {}
-        c = self.config
-        return {**c.preprocess.to_dict(), **c.model.used(), "batch_size": c.batch_size, "optimizer": c.optimizer,
-                "learning_rate": c.learning_rate, "label_smoothing": c.label_smoothing,
-                "weight_decay": c.weight_decay, "lr_schedule": c.lr_schedule}
+        """Every setting the trial ran with, one level of names as the study's parameters are
+        named (as in `best --json`): TrialConfig.flat without its sections."""
+        return self.config.flat(sections=False) if self.config else {}
 
 
 def inherited(user_attrs: dict, number: int) -> tuple[int, int | None]:

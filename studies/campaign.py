@@ -9,7 +9,7 @@ baseline; its branch keeps the study's training: no weight decay), the fast net 
 be off, so each known configuration is a point of the space. The FCN stays at 60x80: at
 120x160 one of its trials is hours on one core.
 """
-from models import ModelConfig
+from models import FastConfig, FcnConfig
 from preprocessing import PreprocessConfig
 
 from .config import TrialConfig
@@ -23,18 +23,17 @@ def suggest(p):
     dropout = p.float("dropout", 0.0, 0.5)
     if family == "fcn":
         kernel = p.categorical("fcn_kernel", (2, 3))
-        model = ModelConfig(arch="fcn", kernels=(kernel,) * 5, width=p.categorical("fcn_width", (0.25, 0.5, 1.0)),
-                            dropout=dropout)
+        model = FcnConfig(kernels=(kernel,) * 5, width=p.categorical("fcn_width", (0.25, 0.5, 1.0)), dropout=dropout)
         preprocess = PreprocessConfig(size=p.constant("size", "60x80"), color="rgb", mask="none",
                                       scaling=p.categorical("scaling", SCALINGS), fit="stretch")
         weight_decay = p.constant("weight_decay", 0.0)
     else:
         depth = p.int("depth", 3, 5)
-        model = ModelConfig(arch="fast", kernels=(p.int("kernel", 3, 5, step=2),) * depth,
-                            width=p.categorical("width", (0.5, 1.0)), batch_norm=p.constant("batch_norm", True),
-                            separable=p.categorical("separable", (True, False)),
-                            pooling=p.categorical("pooling", ("avg", "max")), dropout=dropout,
-                            augment=p.categorical("augment", ("none", "flip")))
+        model = FastConfig(kernels=(p.int("kernel", 3, 5, step=2),) * depth,
+                           width=p.categorical("width", (0.5, 1.0)), batch_norm=p.constant("batch_norm", True),
+                           separable=p.categorical("separable", (True, False)),
+                           pooling=p.categorical("pooling", ("avg", "max")), dropout=dropout,
+                           augment=p.categorical("augment", ("none", "flip")))
         preprocess = PreprocessConfig(size=p.categorical("size", ("60x80", "120x160")), color="rgb",
                                       mask=p.categorical("mask", ("none", "otsu")),
                                       scaling=p.categorical("scaling", SCALINGS), fit="stretch")

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from models import ModelConfig
+from models import FcnConfig, ModelConfig
 from preprocessing import PreprocessConfig
 
 OPTIMIZERS = ("adam", "adamax", "adadelta", "adamw")
@@ -13,7 +14,7 @@ LR_SCHEDULES = ("constant", "cosine")
 @dataclass(frozen=True)
 class TrialConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=FcnConfig)
     batch_size: int = 128
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -50,10 +51,15 @@ class TrialConfig:
                    float(d.get("label_smoothing", 0.0)), float(d.get("weight_decay", 0.0)),
                    d.get("lr_schedule", "constant"))
 
-    def flat(self) -> dict:
-        """One level of names, for MLflow params and tables."""
-        out = {f"pre.{k}": v for k, v in self.preprocess.to_dict().items()}
-        out.update({f"model.{k}": v for k, v in self.model.to_dict().items()})
-        out.update(batch_size=self.batch_size, optimizer=self.optimizer, learning_rate=self.learning_rate,
-                   label_smoothing=self.label_smoothing, weight_decay=self.weight_decay, lr_schedule=self.lr_schedule)
-        return out
+    def flat(self, sections: bool = True) -> dict[str, Any]:
+        """Every setting at one level of names: the only flattening of a configuration.
+
+        sections=True: MLflow's params, "pre.size", "model.kernels", "batch_size". False: the
+        names studies give their parameters, "size", "kernels" (`best --json` lists what a trial
+        did not sample by them); a name two sections share keeps its section there."""
+        d = self.to_dict()
+        out: dict[str, Any] = {}
+        for section, prefix in (("preprocess", "pre."), ("model", "model.")):
+            for k, v in d.pop(section).items():
+                out[f"{prefix}{k}" if sections or k in out or k in d else k] = v
+        return {**out, **d}

@@ -11,7 +11,7 @@ its equal kernels at a quarter of its width: a fold of width 0.25 with kernel 3 
 minutes on one core, one of width 0.5 over 16 (with the test suite beside it), so a trial
 of three folds at width 0.5 would have been a third of the campaign's budget.
 """
-from models import ModelConfig
+from models import FastConfig, FcnConfig
 from preprocessing import PreprocessConfig
 
 from .config import TrialConfig
@@ -24,17 +24,17 @@ def suggest(p):
     size = p.constant("size", "60x80")
     if family == "fcn":
         kernel = p.int("fcn_kernel", 2, 3)
-        model = ModelConfig(arch="fcn", kernels=(kernel,) * 5, width=p.constant("fcn_width", 0.25),
-                            dropout=p.float("fcn_dropout", 0.05, 0.3))
+        model = FcnConfig(kernels=(kernel,) * 5, width=p.constant("fcn_width", 0.25),
+                          dropout=p.float("fcn_dropout", 0.05, 0.3))
         scaling = p.categorical("fcn_scaling", ("channel", "pixel"))
     else:
         depth = p.int("depth", 3, 5)
-        model = ModelConfig(arch="fast", kernels=(p.int("kernel", 3, 5, step=2),) * depth,
-                            width=p.categorical("width", (0.5, 1.0)), batch_norm=True,
-                            separable=p.categorical("separable", (True, False)),
-                            pooling=p.categorical("pooling", ("avg", "max")),
-                            dropout=p.float("dropout", 0.0, 0.4),
-                            augment=p.categorical("augment", ("flip", "rotate")))
+        model = FastConfig(kernels=(p.int("kernel", 3, 5, step=2),) * depth,
+                           width=p.categorical("width", (0.5, 1.0)), batch_norm=True,
+                           separable=p.categorical("separable", (True, False)),
+                           pooling=p.categorical("pooling", ("avg", "max")),
+                           dropout=p.float("dropout", 0.0, 0.4),
+                           augment=p.categorical("augment", ("flip", "rotate")))
         scaling = p.categorical("scaling", ("pixel", "channel"))
     return TrialConfig(
         preprocess=PreprocessConfig(size=size, color="rgb", mask="none", scaling=scaling, fit="stretch"),

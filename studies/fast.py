@@ -2,7 +2,7 @@
 depthwise-separable convolutions, a global-average-pooling head, label smoothing, weight
 decay, a cosine learning-rate schedule, flip and rotation augmentation) beside its own preprocessing
 choices. 60x80 by default (--param size=120x160 on a GPU)."""
-from models import ModelConfig
+from models import FastConfig
 from preprocessing import PreprocessConfig, parse_size
 from preprocessing.scaling import SCALINGS
 
@@ -13,8 +13,7 @@ def suggest(p):
     size = p.constant("size", "60x80")
     h, w = parse_size(size)
     depth = p.int("depth", 3, 5)
-    model = ModelConfig(
-        arch="fast",
+    model = FastConfig(
         kernels=(p.int("kernel", 3, 5, step=2),) * depth,
         width=p.categorical("width", (0.5, 1.0, 2.0)),
         batch_norm=p.categorical("batch_norm", (True, False)),
