@@ -61,10 +61,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = Path(__file__).resolve().parent / "chaos_hooks"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # servicetools: local PostgreSQL and MLflow servers
 
 from preprocessing.synthetic import make_split_dataset  # noqa: E402
 from search.running.worker import WORKER_MODULE  # noqa: E402
-from search.testing import MLFLOW_SERVER_ENV, descendants, search_cmd, wait_http  # noqa: E402
+from servicetools import MLFLOW_SERVER_ENV, descendants, search_cmd, wait_http  # noqa: E402
 
 EXIT_UNAVAILABLE = 77
 STUDY = "chaos"

@@ -25,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # servicetools: local PostgreSQL and MLflow servers
 
 # Fields the issue names as showing the same white cell in TEST and TRAIN (TEST, TRAIN).
 TEST_TRAIN_PAIRS = [("BloodImage_00257", "BloodImage_00230"), ("BloodImage_00204", "BloodImage_00277"),
@@ -35,7 +36,7 @@ EXPECTED_FIELDS = {"TRAIN": 277, "TEST": 71, "TEST_SIMPLE": 69}
 
 
 def run_groups(data_dir: str, sources: str | None, out: Path, workers: int) -> dict:
-    from search.testing import search_cmd
+    from servicetools import search_cmd
 
     args = ["data", "groups", "--data-dir", data_dir, "--out", str(out), "--report", str(out.with_suffix("")) + "-report",
             "--workers", str(workers)] + (["--sources", sources] if sources else [])

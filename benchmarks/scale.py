@@ -34,12 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # servicetools: local PostgreSQL and MLflow servers
 
 import optuna  # noqa: E402
 
 from preprocessing.synthetic import make_split_dataset  # noqa: E402
 from search.record import S, TrialRecord, read_trials  # noqa: E402
-from search.testing import fresh_database, pg_url  # noqa: E402
+from servicetools import fresh_database, pg_url  # noqa: E402
 
 TINY = ["--study", "seed-fcn", "--param", "size=24x32", "--param", "width=0.125", "--param", "batch_size=16",
         "--param", "scaling=unit", "--epochs", "1", "--patience", "1", "--pruner", "none", "--log-models", "none",

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # servicetools: local PostgreSQL and MLflow servers
 CHILD = Path(__file__).resolve().parent / "simulated_workers.py"
 MAX_CONNECTIONS = 100  # PostgreSQL's default: the ceiling a direct study meets
 PROXY_THREADS = 16
@@ -53,7 +54,7 @@ def _create_study(url: str, target: int) -> None:
 
 
 def _start_proxy(direct: str) -> tuple[subprocess.Popen, str]:
-    from search.testing import free_port, search_cmd
+    from servicetools import free_port, search_cmd
 
     port = free_port()
     proc = subprocess.Popen(search_cmd("proxy", "--port", str(port), "--threads", str(PROXY_THREADS)), cwd=ROOT,
@@ -138,7 +139,7 @@ def run_one(pg, via: str, workers: int, trial_seconds: float, per_worker: int, p
         wall = time.perf_counter() - started
     finally:
         if proxy is not None:
-            from search.testing import stop_process_group
+            from servicetools import stop_process_group
 
             stop_process_group(proxy)
     ask = [x for r in results for x in r["ask"]]

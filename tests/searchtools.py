@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 
-from search.testing import search_cmd  # noqa: F401  (the tests' way to start the CLI)
+from servicetools import search_cmd  # noqa: F401  (the tests' way to start the CLI)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small and fast, still a real search: everything else in the fcn space stays free.

@@ -1,6 +1,7 @@
-"""Real local services for the test suite and the benchmarks (the service itself never uses
-them): a fresh database on the machine's PostgreSQL and an `mlflow server` on 127.0.0.1 with
-its backend in PostgreSQL."""
+"""Real local services for the test suite and the benchmarks: a fresh database on the
+machine's PostgreSQL (and stopping or starting that cluster) and an `mlflow server` on
+127.0.0.1 with its backend in PostgreSQL. Here, not in the installed package: nothing a user
+installs should be able to stop their database."""
 from __future__ import annotations
 
 import os

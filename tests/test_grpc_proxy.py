@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from searchtools import one_line_error
-from search.testing import fresh_database, free_port, pg_available, pg_url, search_cmd, stop_process_group
+from servicetools import fresh_database, free_port, pg_available, pg_url, search_cmd, stop_process_group
 
 pytestmark = pytest.mark.skipif(not pg_available(), reason="needs PostgreSQL at 127.0.0.1:5432")
 TINY = ["--study", "seed-fcn", "--param", "size=16x16", "--param", "width=0.125", "--param", "batch_size=8",

@@ -201,7 +201,7 @@ def test_mlflow_models_serve_answers_with_the_classes_of_search_predict(study_di
     """The real server: `mlflow models serve -m models:/NAME@champion --env-manager local`."""
     import requests
 
-    from search.testing import free_port, stop_process_group
+    from servicetools import free_port, stop_process_group
 
     done = run_search(study_dir, "export", "--study-name", STUDY, "--register", "served", "--alias", "champion")
     assert done.returncode == 0, done.stderr
@@ -272,4 +272,4 @@ def test_a_cv_study_launched_without_metric_is_judged_by_log_loss(study_dir):
     study = load(study_dir, STUDY)
     assert _json.loads(study.user_attrs[SETTINGS_ATTR])["metric"] == "log-loss"
     fits = read_trial(study.best_trial).fits
-    assert len(fits) == 2 and study.best_value == pytest.approx(-sum(f.val_loss for f in fits) / 2, abs=1e-5)
+    assert len(fits) == 2 and study.best_value == pytest.approx(-sum(f.scores()["log-loss"] for f in fits) / 2, abs=1e-5)

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from search.testing import fresh_database, free_port, pg_available, pg_url
+from servicetools import fresh_database, free_port, pg_available, pg_url
 from search.urls import MASK, normalise, redact, scrub, secrets
 from searchtools import env_for, launched_study, load, one_line_error, run_search, search_cmd, wait_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from search.settings import DATA_ATTR
-from search.testing import pg_available
+from servicetools import pg_available
 from search.urls import MASK, redact
 from searchtools import launched_study, load, one_line_error, run_search
 

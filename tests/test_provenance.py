@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from preprocessing.synthetic import sync_groups, make_split_dataset
-from search.testing import fresh_database, pg_available, pg_url
+from servicetools import fresh_database, pg_available, pg_url
 from searchtools import env_for, mlflow_runs, run_search, search_cmd
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ TINY = ["--study", "seed-fcn", "--param", "size=16x16", "--param", "width=0.125"
 
 def test_a_study_keeps_the_settings_that_give_its_values_meaning(tmp_path):
     """A relaunch with another --seed once moved later trials to another validation split."""
-    from search.testing import study_user_attrs
+    from servicetools import study_user_attrs
 
     make_split_dataset(tmp_path / "data", cells_per_class=4, copies=2)
     assert run_search(tmp_path, "launch", *TINY, "--trials", "1").returncode == 0

@@ -141,7 +141,7 @@ def test_the_uis_show_the_study_and_its_trials_in_a_browser(study_dir):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from search.testing import free_port
+    from servicetools import free_port
 
     port, dashboard_port = free_port(), free_port()
     proc = subprocess.Popen(search_cmd("ui", "--port", str(port), "--dashboard-port", str(dashboard_port)),

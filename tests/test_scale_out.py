@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from searchtools import FAST, run_search, start_search, wait_for
-from search.testing import descendants, dump_stacks, fresh_database, mlflow_server, pg_available, pg_cluster, pg_url, stop_process_group
+from servicetools import descendants, dump_stacks, fresh_database, mlflow_server, pg_available, pg_cluster, pg_url, stop_process_group
 from preprocessing.synthetic import make_split_dataset
 
 S = optuna.trial.TrialState
