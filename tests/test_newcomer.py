@@ -436,3 +436,41 @@ def test_16_psycopg_pipeline_warnings_at_exit_are_not_shown():
     record = logging.LogRecord("psycopg", logging.WARNING, __file__, 1,
                                "error ignored terminating <psycopg.Pipeline [IDLE]>: pipeline aborted", None, None)
     assert not logging.getLogger("psycopg").isEnabledFor(logging.WARNING) and record.levelno < logging.ERROR
+
+
+# The first training finds its image cache deleted under it (as `rm -rf ~/.cache/bloodsearch`
+# mid-study would leave it); later ones train for real. Only in the worker, which has imported
+# TensorFlow; the launcher's dry run has not.
+CACHE_DELETED_ONCE = '''import os, shutil, sys
+from pathlib import Path
+from studies.seed_fcn import suggest
+
+if "tensorflow" in sys.modules:
+    import search.running.objective as objective
+
+    _train = objective.train
+
+    def _first_finds_its_cache_gone(config, data, *args, **kwargs):
+        marker = Path("cache-deleted")
+        if not marker.exists():
+            marker.write_text("once")
+            shutil.rmtree(data.cache.path)
+            os.pread(os.open(data.cache.path / "images.u8", os.O_RDONLY), 1, 0)
+        return _train(config, data, *args, **kwargs)
+
+    objective.train = _first_finds_its_cache_gone
+'''
+
+
+@pytest.mark.slow
+def test_16_a_trial_whose_cache_vanished_is_one_line_and_runs_again(tiny_data):
+    (tiny_data / "gone.py").write_text(CACHE_DELETED_ONCE)
+    done = run_search(tiny_data, "launch", "--study", "gone.py", "--param", "size=16x16", "--epochs", "1",
+                      "--trials", "1", "--data-dir", "data", "--quiet")
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("trial 0 failed: FileNotFoundError: ") and line.endswith(
+        "images.u8 vanished during the trial, so it is queued again once"), line
+    study = load(tiny_data, "gone")
+    states = {t.number: t.state.name for t in study.trials}
+    assert states == {0: "FAIL", 1: "COMPLETE"} and study.trials[1].user_attrs["origin_trial"] == 0

@@ -50,6 +50,12 @@ class DataProvider:
         self._stats = lru_cache(maxsize=40)(self._stats_uncached)
         self._dataset: DataSet | None = None
 
+    def forget(self) -> None:
+        """Drop what this process memoised: after files it pointed at vanished."""
+        self._prepare.cache_clear()
+        self._stats.cache_clear()
+        self._dataset = None
+
     @property
     def dataset(self) -> DataSet:
         if self._dataset is None:

@@ -23,6 +23,7 @@ from search.record import ACTIVE, ENQUEUED, S, best_of, inherited, read_trials
 from search.running.data import DataProvider, confusion
 from search.running.gpus import worker_device
 from search.running.recorder import TrialRecorder, run_name, run_params, run_tags
+from search.running.requeue import requeue, vanished_file
 from search.running.repeats import repeat_seeds
 from search.metrics import metric as metric_of, objective as objective_value, reported
 from search.running.oof import OutOfFold
@@ -36,13 +37,13 @@ log = logging.getLogger("bloodsearch.objective")
 FAILURE_ARTIFACT = "failure/traceback.txt"
 
 
-def say_failed(number: int, exc: BaseException, run_id: str | None = None) -> None:
+def say_failed(number: int, exc: BaseException, run_id: str | None = None, then: str = "") -> None:
     """One line per failed trial on the worker's stderr (the worker silences Optuna's own
     report of it, a traceback per trial); the traceback is in the trial's MLflow run."""
     text = str(exc).strip()
     reason = f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
     where = f" (traceback: MLflow run {run_id}, {FAILURE_ARTIFACT})" if run_id else ""
-    print(f"trial {number} failed: {reason}{where}", file=sys.stderr, flush=True)
+    print(f"trial {number} failed: {reason}{where}{then}", file=sys.stderr, flush=True)
 
 
 class SurplusTrial(Exception):
@@ -135,13 +136,23 @@ class Objective:
         except Exception as exc:
             recorder.failed(exc)
             run.log_text(traceback.format_exc(), FAILURE_ARTIFACT)
-            say_failed(trial.number, exc, run.run_id)
+            say_failed(trial.number, exc, run.run_id, self._retry_vanished(trial, exc))
             raise
         finally:
             run.end(state)
             if run.error:
                 # The result stays in Optuna; the missing record is reported, not swallowed.
                 recorder.tracking_error(run.error)
+
+    def _retry_vanished(self, trial: optuna.Trial, exc: BaseException) -> str:
+        """A trial failed by a file that vanished (its image cache deleted by hand, say) is
+        queued again once, and this process forgets what it had memoised of those files."""
+        missing = vanished_file(exc)
+        if missing is None:
+            return ""
+        self.data.forget()
+        requeue(trial.study, next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number))
+        return f"; {missing} vanished during the trial, so it is queued again once"
 
     def _units(self, seed: int) -> list[tuple[int, int, int | None]]:
         """(index, seed, fold) of each model the trial trains: one; K seeds shared by every

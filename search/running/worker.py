@@ -4,7 +4,6 @@ not pile up over hundreds of trials)."""
 from __future__ import annotations
 
 import argparse
-import copy
 import faulthandler
 import logging
 import os
@@ -14,11 +13,11 @@ import sys
 import warnings
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from search.errors import SearchError
 from search.quiet import quiet_psycopg
-from search.record import ACTIVE, INHERITED, read_trial
+from search.running.requeue import requeue
+from search.record import ACTIVE, read_trial
 from search.running.threads import use_threads
 from search.settings import SearchSettings
 from search.stores.storage import STORAGE_ERRORS, error_line
@@ -38,18 +37,6 @@ def needs_work(study: optuna.Study, target: int) -> bool:
     on: counted as "in flight" it would stop every worker, and nobody would ever run it."""
     trials = study.get_trials(deepcopy=False, states=ACTIVE)
     return any(t.state == optuna.trial.TrialState.WAITING for t in trials) or len(trials) < target
-
-
-def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a failed trial's parameters again, once (Optuna's retry callback). The retry
-    inherits the trial's intent (configuration, seed, original number), never the identity
-    of the process that died with it: an inherited pid would make the re-queued trial look
-    orphaned until its new worker overwrote it."""
-    if read_trial(trial).surplus:
-        return
-    clean = copy.deepcopy(trial)
-    clean.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in INHERITED}
-    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, clean)
 
 
 class CloseRunAndRetry:
