@@ -46,7 +46,7 @@ def evaluate(handle, trial, tracker, cache_dir: str | None) -> dict:
     from preprocessing import load_dataset
     from preprocessing.cache import build_cache
     from search.results.evaluation import predict_split, probs_report
-    from search.results.inference import from_trial, member_models
+    from search.serving.predictor import from_trial, member_models
 
     predictor = from_trial(handle, trial, tracker, cache_dir, whole=False)
     members, _ = member_models(trial, tracker)

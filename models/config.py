@@ -7,7 +7,7 @@ with its name as the class attribute `arch`) and its builder, registered in mode
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 TTA_MODES = ("none", "flip", "dihedral")  # test-time augmentation: see models.combine
 DEFAULT_ARCH = "fcn"  # what a record without an "arch" (and ModelConfig()) always meant
@@ -83,8 +83,42 @@ class ModelConfig(metaclass=_ByArch):
         return family(**{k: v for k, v in d.items() if k in own})
 
 
-def family_config(arch: str) -> type[ModelConfig]:
-    """The configuration class registered for a family name."""
-    from .registry import family  # the registry imports the shipped families, which import this module
+# The families by name. The table lives here, below the family modules and models.registry
+# (which registers the shipped ones), so reading a stored configuration back needs no import
+# of the modules that import this one.
+Builder = Callable[[Any, ModelConfig, int], Any]
 
+
+@dataclass(frozen=True)
+class Family:
+    config: type[ModelConfig]
+    build: Builder
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(config: type[ModelConfig], build: Builder) -> None:
+    """Make a family known by its configuration's `arch`. Registering the same class again
+    (a module imported anew, e.g. a .py study loaded twice) replaces it; another family's name
+    is refused, so two families never read each other's records."""
+    if not (isinstance(config, type) and issubclass(config, ModelConfig)) or config is ModelConfig:
+        raise TypeError(f"{config!r} is not a subclass of models.ModelConfig")
+    if not config.arch:
+        raise ValueError(f"{config.__name__} names no family: set its class attribute arch")
+    known = FAMILIES.get(config.arch)
+    if known and (known.config.__module__, known.config.__qualname__) != (config.__module__, config.__qualname__):
+        raise ValueError(f"family {config.arch!r} is already {known.config.__module__}.{known.config.__qualname__}")
+    FAMILIES[config.arch] = Family(config, build)
+
+
+def family(arch: str) -> Family:
+    if arch not in FAMILIES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[arch]
+
+
+def family_config(arch: str) -> type[ModelConfig]:
+    """The configuration class registered for a family name (models.registry registers the
+    shipped families when the package is imported)."""
     return family(arch).config

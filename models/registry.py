@@ -1,54 +1,23 @@
 """Network families by name. A family is one module: a configuration (a frozen dataclass
 extending models.config.ModelConfig, its name in the class attribute `arch`) and a builder
 (x, config, num_classes) -> outputs; registering the two makes it buildable, storable and
-readable back. Nothing here imports TensorFlow until a model is built (builders import Keras
-inside), so configurations are read and planned without it."""
+readable back. The table and register_family live in models.config (so reading a
+configuration back imports no family module); this module registers the shipped families.
+Nothing here imports TensorFlow until a model is built (builders import Keras inside), so
+configurations are read and planned without it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cnn import CnnConfig, cnn_head
-from .config import ModelConfig
+from .config import FAMILIES, Builder, Family, ModelConfig, family, register_family  # noqa: F401  (the table: models.config)
 from .fast import FastConfig, fast_head
 from .fcn import FcnConfig, fcn_head
 
 if TYPE_CHECKING:
     import keras
-
-Builder = Callable[[Any, ModelConfig, int], Any]
-
-
-@dataclass(frozen=True)
-class Family:
-    config: type[ModelConfig]
-    build: Builder
-
-
-FAMILIES: dict[str, Family] = {}
-
-
-def register_family(config: type[ModelConfig], build: Builder) -> None:
-    """Make a family known by its configuration's `arch`. Registering the same class again
-    (a module imported anew, e.g. a .py study loaded twice) replaces it; another family's name
-    is refused, so two families never read each other's records."""
-    if not (isinstance(config, type) and issubclass(config, ModelConfig)) or config is ModelConfig:
-        raise TypeError(f"{config!r} is not a subclass of models.ModelConfig")
-    if not config.arch:
-        raise ValueError(f"{config.__name__} names no family: set its class attribute arch")
-    known = FAMILIES.get(config.arch)
-    if known and (known.config.__module__, known.config.__qualname__) != (config.__module__, config.__qualname__):
-        raise ValueError(f"family {config.arch!r} is already {known.config.__module__}.{known.config.__qualname__}")
-    FAMILIES[config.arch] = Family(config, build)
-
-
-def family(arch: str) -> Family:
-    if arch not in FAMILIES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(FAMILIES)}")
-    return FAMILIES[arch]
-
 
 register_family(CnnConfig, cnn_head)
 register_family(FcnConfig, fcn_head)

@@ -170,8 +170,8 @@ class TrialRecord:
         return sum(f.train_seconds for f in self.fits) if self.fits else None
 
     def summary(self):
-        """Mean ± std [min, max] over the trial's seeds (search.running.repeats.RepeatSummary)."""
-        from search.running.repeats import summarize
+        """Mean ± std [min, max] over the trial's seeds (search.repeats.RepeatSummary)."""
+        from search.repeats import summarize
 
         return summarize(self.fits)
 

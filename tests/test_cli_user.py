@@ -122,7 +122,7 @@ def test_9_10_11_15_export_predict_replicate_and_quiet_output(work):
     done = run_search(work, "launch", *TINY, "--trials", "1", "--data-dir", "data", "--quiet")
     assert done.returncode == 0, done.stderr
     assert "A new study created" not in done.stderr and "Creating initial MLflow database tables" not in done.stderr
-    from search.results.destination import MARKER
+    from search.serving.destination import MARKER
 
     (work / "out").mkdir()
     (work / "out" / "unet.keras").write_text("stale")  # an earlier export's, of a model that masked

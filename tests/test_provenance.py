@@ -17,7 +17,7 @@ def test_a_padded_trial_trains_on_the_pixels_predict_feeds_its_model(tmp_path):
     predict padded: compare the real trial's training batches with predict's input."""
     from preprocessing import make_batches
     from search.record import read_trial
-    from search.results.inference import from_trial
+    from search.serving.predictor import from_trial
     from search.results.study import open_existing, study_tracker
     from search.running.data import DataProvider
 
@@ -145,7 +145,7 @@ def test_an_export_that_lacks_its_unet_is_refused(tmp_path):
 
     from models import ModelConfig, build_model
     from search.errors import SearchError
-    from search.results.inference import Predictor
+    from search.serving.predictor import Predictor
     from studies import TrialConfig
     from preprocessing import PreprocessConfig
 

@@ -11,7 +11,7 @@ from searchtools import FAST, load, mlflow_runs, run_search
 from preprocessing.synthetic import make_split_dataset
 
 from search.record import read_trial
-from search.running.repeats import SeedResult, Spread, repeat_seeds, summarize
+from search.repeats import SeedResult, Spread, repeat_seeds, summarize
 
 S = optuna.trial.TrialState
 

@@ -107,7 +107,7 @@ def test_predict_matches_the_cached_pipeline(study_dir):
     """predict's own preprocessing gives the model what the search gave it."""
     from preprocessing import load_dataset, make_batches
     from preprocessing.cache import build_cache
-    from search.results.inference import Predictor
+    from search.serving.predictor import Predictor
 
     assert run_search(study_dir, "export", "--study-name", "seed-fcn", "--out", "for-parity").returncode == 0
     predictor = Predictor.from_folder(study_dir / "for-parity")

@@ -14,7 +14,7 @@ from search.errors import SearchError
 def _trial_predictor(study_name, storage, trial_number, tracking_uri, cache_dir, tta="none", whole=True):
     """(handle, trial record, tracker, predictor) of a study's trial: a --cv trial's bag of
     fold models unless whole=False; wrapped in test-time augmentation when tta is given."""
-    from search.results.inference import from_trial
+    from search.serving.predictor import from_trial
     from search.results.study import open_existing, pick_trial, study_tracker
 
     handle = open_existing(study_name, storage, tracking_uri)
@@ -38,7 +38,8 @@ def _trial_predictor(study_name, storage, trial_number, tracking_uri, cache_dir,
 def predict(paths, study_name, storage, trial_number, tracking_uri, cache_dir, model_dir, tta, as_json,
             as_csv) -> None:
     """Class and probabilities for image files or folders, with the trial's own preprocessing."""
-    from search.results.inference import Predictor, expand
+    from search.serving.folders import load_folder
+    from search.serving.predictor import expand
 
     if bool(study_name) == bool(model_dir):
         raise SearchError("give either --study-name (and optionally --trial) or --model DIR")
@@ -50,7 +51,7 @@ def predict(paths, study_name, storage, trial_number, tracking_uri, cache_dir, m
     if model_dir:
         if tta != "none":
             raise SearchError("--tta goes with --study-name; an exported model applies the TTA it was exported with")
-        predictor = Predictor.from_folder(model_dir)
+        predictor = load_folder(model_dir)
     else:
         predictor = _trial_predictor(study_name, storage, trial_number, tracking_uri, cache_dir, tta)[3]
     rows = predictor.predict(files)
@@ -97,7 +98,7 @@ def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, log_
     that `search predict --model DIR` accepts (--out), and/or an MLflow model logged to the
     trial's run (--log-model) and registered (--register NAME [--alias champion]); with --tta
     the model applies it itself."""
-    from search.results.destination import Destination, protected
+    from search.serving.destination import Destination, protected
 
     if not (out or log_model or register_name):
         raise SearchError("say where to: --out DIR, --log-model or --register NAME")
@@ -120,7 +121,7 @@ def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, log_
 
 def _log_and_register(tracker, run_id, predictor, name, data_dir, register_name, alias, tags, echo=click.echo) -> dict:
     """Log predictor as an MLflow model of run_id; register it (and its alias) when asked."""
-    from search.results.mlflow_model import first_image, log_model
+    from search.serving.mlflow_model import first_image, log_model
 
     try:
         logged = log_model(tracker, run_id, predictor, name, first_image(data_dir), tags=tags)

@@ -299,7 +299,7 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
     handle = _handle(study_name, storage, tracking_uri)
     tracker = study_tracker(handle)
     if export_dir:
-        from search.results.destination import Destination, protected
+        from search.serving.destination import Destination, protected
 
         s = handle.settings
         destination = Destination(Path(export_dir), force, "--export",

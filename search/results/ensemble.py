@@ -19,8 +19,7 @@ import numpy as np
 from search.errors import SearchError
 from search.metrics import metric as metric_of, objective, scores
 from search.record import S, TrialRecord, read_trials
-
-MANIFEST = "ensemble.json"
+from search.serving.ensemble import EnsemblePredictor
 
 
 @dataclass
@@ -103,60 +102,10 @@ def select(study, tracker, size: int, metric: str) -> Selection:
     return Selection(metric, weights, scores(labels, mixed, groups), best_single, singles[best_single], curve)
 
 
-class EnsemblePredictor:
-    """Members (each a Predictor with its own preprocessing, TTA inside its model) whose class
-    probabilities are averaged with weights. Saved as a folder of member folders."""
-
-    def __init__(self, members: list, weights: list[float], info: dict | None = None) -> None:
-        self.members, self.weights = members, weights
-        self.classes = list(members[0].classes)
-        if any(list(m.classes) != self.classes for m in members):
-            raise SearchError("ensemble members disagree on the classes")
-        self.info = info or {}
-
-    def predict(self, paths: list[Path], batch: int = 64) -> list[dict]:
-        runs = [m.predict(paths, batch) for m in self.members]
-        rows = []
-        for i, row in enumerate(runs[0]):
-            if any("error" in r[i] for r in runs):
-                rows.append(next(r[i] for r in runs if "error" in r[i]))
-                continue
-            p = sum(w * np.array([r[i]["probabilities"][c] for c in self.classes]) for w, r in zip(self.weights, runs))
-            rows.append({"file": row["file"], "class": self.classes[int(np.argmax(p))],
-                         "probabilities": {c: float(v) for c, v in zip(self.classes, p)}})
-        return rows
-
-    def save(self, folder: "str | Path | Destination") -> Path:
-        from search.results.destination import Destination
-
-        names = [f"member{i}" for i in range(len(self.members))] + [MANIFEST]
-        folder = Destination.of(folder).prepare(names)
-        for i, m in enumerate(self.members):
-            m.save(folder / f"member{i}")
-        (folder / MANIFEST).write_text(json.dumps(
-            {"members": [{"dir": f"member{i}", "weight": w, "trial": (m.info or {}).get("trial")}
-                         for i, (m, w) in enumerate(zip(self.members, self.weights))],
-             "classes": self.classes, "info": self.info}, indent=1))
-        return folder
-
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> "EnsemblePredictor":
-        from search.results.inference import Predictor
-
-        folder = Path(folder)
-        meta = json.loads((folder / MANIFEST).read_text())
-        members = []
-        for m in meta["members"]:
-            if not (folder / m["dir"]).is_dir():
-                raise SearchError(f"--model {folder}: ensemble member folder {m['dir']} is missing")
-            members.append(Predictor.from_folder(folder / m["dir"]))
-        return cls(members, [m["weight"] for m in meta["members"]], meta.get("info"))
-
-
 def build(handle, selection: Selection, tracker, cache_dir: str | None, tta: str) -> EnsemblePredictor:
     """The chosen trials' bags (with TTA) as one predictor."""
-    from search.results.inference import from_trial
     from search.results.study import pick_trial
+    from search.serving.predictor import from_trial
 
     members = [from_trial(handle, pick_trial(handle.study, n), tracker, cache_dir, tta=tta) for n, _ in selection.members]
     return EnsemblePredictor(members, [w for _, w in selection.members],

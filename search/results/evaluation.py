@@ -129,13 +129,13 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
     from preprocessing.cache import build_cache
 
     from search.plots import confusion_png
-    from search.results.inference import from_trial
-    from search.running.repeats import Spread
+    from search.serving.predictor import from_trial
+    from search.repeats import Spread
     from search.running.unet import masker_for
 
     from models.combine import with_tta
 
-    from search.results.inference import check_trial_tta, member_models
+    from search.serving.predictor import check_trial_tta, member_models
 
     check_trial_tta(tta, handle, trial)
     predictor = from_trial(handle, trial, tracker, cache_dir, whole=False)

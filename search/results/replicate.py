@@ -20,7 +20,7 @@ from preprocessing.groups import Grouping
 from studies import TrialConfig
 
 from search.errors import SearchError
-from search.running.repeats import RepeatSummary, SeedResult, repeat_seeds, summarize
+from search.repeats import RepeatSummary, SeedResult, repeat_seeds, summarize
 from search.stores.tracking import Tracker, TrialRun
 
 EXPERIMENT = "replicate"

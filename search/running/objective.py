@@ -24,7 +24,7 @@ from search.running.data import DataProvider, confusion
 from search.running.gpus import worker_device
 from search.running.recorder import TrialRecorder, run_name, run_params, run_tags
 from search.running.requeue import requeue, vanished_file
-from search.running.repeats import repeat_seeds
+from search.repeats import repeat_seeds
 from search.metrics import metric as metric_of, objective as objective_value, reported
 from search.running.oof import OutOfFold
 from search.running.training import train
@@ -237,8 +237,12 @@ class Objective:
                     for index, unit_run in enumerate(unit_runs):
                         unit_run.log_artifacts(Path(held) / str(index))
                 # The trial's model as an MLflow model that takes raw images (what predict serves).
-                run.log_model(lambda: self._predictor(config, data, Path(held), len(units), name), name,
-                              data.cache.image_set.path(int(data.split.val[0])))
+                from search.serving.mlflow_model import log_model
+
+                example = data.cache.image_set.path(int(data.split.val[0]))
+                run.log_model(lambda tracker, run_id: log_model(
+                    tracker, run_id, self._predictor(config, data, Path(held), len(units), name), name, example,
+                    validate=False))
         return value
 
     def _predictor(self, config: TrialConfig, data, held: Path, count: int, name: str):
@@ -246,7 +250,7 @@ class Objective:
         else its (first) model; with the study's test-time augmentation and U-Net."""
         from models import load_model
         from models.combine import averaged, with_tta
-        from search.results.inference import Predictor
+        from search.serving.predictor import Predictor
 
         files = [held / str(k) / "model" / "model.keras" for k in range(count if self.settings.cv >= 2 else 1)]
         model = averaged([load_model(f) for f in files]) if len(files) > 1 else load_model(files[0])
@@ -254,7 +258,7 @@ class Objective:
             model = with_tta(model, self.settings.tta)
         unet = None
         if data.unet:
-            from search.running.unet import unet_by_digest
+            from search.serving.unets import unet_by_digest
 
             unet = load_model(unet_by_digest(data.unet, self.settings.cache_dir, self.tracker).model_dir / "model.keras")
         return Predictor(model, config, list(data.classes), unet, {"run": name, "tta": self.settings.tta})

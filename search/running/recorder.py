@@ -29,7 +29,7 @@ def run_name(study_name: str, number: int, origin: int) -> str:
 def run_params(config: TrialConfig, settings: SearchSettings, seed: int) -> dict[str, Any]:
     """A trial run's parameters: its configuration, the study's settings, its seed (or the
     study's --repeats seeds, which every trial shares)."""
-    from search.running.repeats import repeat_seeds
+    from search.repeats import repeat_seeds
 
     seeds = {"seed": seed} if settings.repeats == 1 else {"seeds": repeat_seeds(settings.seed, settings.repeats)}
     return {**config.flat(), **settings.mlflow_params(), **seeds}
@@ -45,7 +45,7 @@ def run_tags(settings: SearchSettings, number: int, origin: int, device: str | N
 def run_metrics(fits: Sequence[FitResult]) -> dict[str, float]:
     """A trial run's final metrics: its one model's; over seeds or folds, the spread of their
     accuracy and the mean of each metric (every one, whichever the study optimises)."""
-    from search.running.repeats import summarize
+    from search.repeats import summarize
 
     if len(fits) == 1:
         return fits[0].metrics()

@@ -23,16 +23,17 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from preprocessing import DataError, ImageSet, ImageSpec, build_cache, validation_split
+from preprocessing import ImageSet, ImageSpec, build_cache, validation_split
 from preprocessing.digests import content_digest
 from preprocessing.locking import DONE, exclusive
 from preprocessing.masks import otsu_foreground
+
+from search.serving.unets import UnetError, UnetReport, apply_unet, find_unet, unet_by_digest  # noqa: F401
 
 log = logging.getLogger("bloodsearch.unet")
 DEFAULTS = {"epochs": 10, "patience": 3, "batch_size": 32, "seed": 0, "val_fraction": 0.2}
@@ -45,29 +46,6 @@ CURRENT = "current"  # in a U-Net home folder: the digest of the one new studies
 # mask=unet trial asks for the same U-Net; training it again per trial to be refused again
 # cost minutes each.
 REFUSED = "refused.json"
-
-
-class UnetError(DataError):
-    """A U-Net that cannot be used: failed to learn, or missing where a trial needs it."""
-
-
-@dataclass
-class UnetReport:
-    model_dir: Path
-    meta: dict
-    history: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def digest(self) -> str:
-        return self.meta["digest"]
-
-    @property
-    def dice(self) -> float:
-        return self.meta["val_dice"]
-
-    @property
-    def iou(self) -> float:
-        return self.meta["val_iou"]
 
 
 def weights_digest(model) -> str:
@@ -84,13 +62,6 @@ def unet_home(cache_dir: str | Path, image_set: ImageSet, size: tuple[int, int],
     content = content_digest(image_set, cache_dir)
     key = hashlib.sha256(json.dumps([content, image_set.name, list(size), fit]).encode()).hexdigest()[:20]
     return Path(cache_dir) / "unet" / key
-
-
-def find_unet(cache_dir: str | Path, digest: str) -> UnetReport | None:
-    """The stored U-Net with this digest, wherever it was trained for; None if absent."""
-    for meta in (Path(cache_dir) / "unet").glob(f"*/{digest}/{DONE}"):
-        return UnetReport(meta.parent, json.loads(meta.read_text()))
-    return None
 
 
 def _current(home: Path) -> UnetReport | None:
@@ -211,12 +182,6 @@ def ensure_unet(image_set: ImageSet, size: tuple[int, int], cache_dir: str | Pat
     return report
 
 
-def apply_unet(model, images: np.ndarray, grays: np.ndarray) -> np.ndarray:
-    """Zero the pixels of `images` that the U-Net calls background in `grays` (same size)."""
-    keep = model.predict(grays, verbose=0) > 0.5
-    return (images * keep).astype(np.uint8)
-
-
 class UnetMasker:
     """A stored U-Net as the image cache's masker: its digest keys the masked cache entries."""
 
@@ -271,31 +236,3 @@ class StudyUnets:
         run_id = self.tracker.unet_run(report.digest) or self.tracker.log_unet(report, self.data_dir)
         self.study.set_user_attr(key, {"digest": report.digest, "run_id": run_id})
         return UnetMasker(report)
-
-
-
-def unet_by_digest(digest: str, cache_dir: str | Path | None, tracker=None, run_id: str | None = None) -> UnetReport:
-    """Exactly the U-Net with this digest: stored here, or fetched from the MLflow run that
-    logged it (found by its tag when run_id is not given); otherwise an error naming it."""
-    import tempfile
-
-    from preprocessing import default_cache_dir
-
-    root = Path(cache_dir or default_cache_dir())
-    found = find_unet(root, digest)
-    if found is not None:
-        return found
-    run_id = run_id or (tracker.unet_run(digest) if tracker is not None else None)
-    if run_id is None:
-        raise UnetError(f"U-Net {digest} is not stored in {root / 'unet'} and no MLflow run holds it")
-    final = root / "unet" / "fetched" / digest
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
-        try:
-            folder = tracker.download(run_id, "unet", tmp)
-        except Exception as exc:
-            raise UnetError(f"U-Net {digest} is not stored in {root / 'unet'} and could not be fetched from "
-                            f"MLflow run {run_id} ({type(exc).__name__})") from None
-        if not final.exists():
-            os.rename(folder, final)
-    return UnetReport(final, json.loads((final / DONE).read_text()))

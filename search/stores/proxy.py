@@ -197,7 +197,7 @@ def serve(storage: str, host: str, port: int, threads: int, ready: Callable[[str
     from optuna.storages._grpc.server import make_server
     from sqlalchemy.exc import SQLAlchemyError
 
-    from search.stores.storage import _connect_args, _schema_race
+    from search.stores.engine import connect_args as _connect_args, schema_race as _schema_race
 
     def backend() -> RDBStorage:
         return RDBStorage(storage, engine_kwargs={"connect_args": _connect_args(storage), "pool_pre_ping": True,

@@ -11,8 +11,9 @@ from pathlib import Path
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import bindparam, create_engine, text
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
+from search.stores.engine import connect_args as _connect_args, is_sqlite, schema_race as _schema_race
 from search.urls import redact, scrub
 from search.errors import SearchError
 
@@ -24,10 +25,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 log = logging.getLogger("bloodsearch.storage")
 # PostgreSQL's refusal past max_connections (the last slots are kept for superusers).
 _NO_SLOT = re.compile(r"too many clients already|remaining connection slots are reserved", re.IGNORECASE)
-
-
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite:")
 
 
 def is_proxy(url: str) -> bool:
@@ -97,15 +94,6 @@ def check_database(url: str, option: str) -> None:
         raise SearchError(f"{option} {redact(url)}: cannot connect ({scrub(first, url)})") from None
     finally:
         engine.dispose()
-
-
-def _connect_args(url: str) -> dict:
-    if is_sqlite(url):
-        # Several local workers share the file; wait for its lock instead of failing at once.
-        return {"timeout": 60}
-    if url.startswith("postgresql"):
-        return {"connect_timeout": 10}
-    return {}
 
 
 def _pool(url: str) -> dict:
@@ -193,12 +181,6 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int | Non
         raise  # unreachable right now (a restart): an outage callers ride out, not a usage error
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise SearchError(f"--storage {redact(url)}: {type(exc).__name__}: {scrub(str(exc).splitlines()[0], url)}") from None
-
-
-def _schema_race(exc: SQLAlchemyError) -> bool:
-    """Processes that open a new, empty storage at the same moment all create its tables;
-    the losers see "already exists" or a duplicate schema version. The tables exist now."""
-    return isinstance(exc, IntegrityError) or "already exists" in str(exc)
 
 
 def study_names(storage: BaseStorage) -> list[str]:

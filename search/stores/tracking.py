@@ -351,15 +351,13 @@ class TrialRun:
         if self.run_id:
             self._call(self.tracker.log_split, self.run_id, image_set, report)
 
-    def log_model(self, make_predictor, name: str, example_image=None) -> str | None:
-        """The trial's MLflow model (search.results.mlflow_model), from make_predictor();
-        its model id, or None when tracking failed."""
-        from search.results.mlflow_model import log_model
-
+    def log_model(self, log) -> str | None:
+        """The trial's MLflow model, logged by log(tracker, run_id) (a LoggedModel back:
+        search.serving.mlflow_model.log_model, which sits above this module); its model id, or
+        None when tracking failed."""
         if not self.run_id:
             return None
-        logged = self._call(lambda: log_model(self.tracker, self.run_id, make_predictor(), name, example_image,
-                                              validate=False))
+        logged = self._call(lambda: log(self.tracker, self.run_id))
         return logged.model_id if logged else None
 
     def end(self, state: str) -> None:

@@ -17,8 +17,9 @@ from models import load_model
 from studies import TrialConfig
 
 from search.errors import SearchError
-from search.results.destination import Destination
+from search.serving.destination import Destination
 from search.record import TrialRecord
+from search.serving.unets import UnetError, apply_unet, unet_by_digest
 
 MANIFEST = "preprocess.json"
 
@@ -32,13 +33,9 @@ class Predictor:
     info: dict | None = None
 
     @classmethod
-    def from_folder(cls, folder: str | Path):
-        """An exported trial, or an exported ensemble (a folder of them with ensemble.json)."""
+    def from_folder(cls, folder: str | Path) -> "Predictor":
+        """An exported trial (search.serving.folders.load_folder also reads an exported ensemble)."""
         folder = Path(folder)
-        if (folder / "ensemble.json").is_file():
-            from search.results.ensemble import EnsemblePredictor
-
-            return EnsemblePredictor.from_folder(folder)
         manifest = folder / MANIFEST
         if not manifest.is_file() or not (folder / "model.keras").is_file():
             raise SearchError(f"--model {folder}: not an exported model (needs model.keras and {MANIFEST})")
@@ -79,8 +76,6 @@ class Predictor:
         image, gray = self._decode(path)
         if self.unet is None:
             return image
-        from search.running.unet import apply_unet
-
         return apply_unet(self.unet, image[None], gray[None])[0]
 
     def predict(self, paths: list[Path | bytes], batch: int = 64) -> list[dict]:
@@ -105,8 +100,6 @@ class Predictor:
             if decoded:
                 images = np.stack([d[0] for d in decoded])
                 if self.unet is not None:
-                    from search.running.unet import apply_unet
-
                     images = apply_unet(self.unet, images, np.stack([d[1] for d in decoded]))
                 probs = iter(np.asarray(self.model.predict(images, verbose=0)))
                 for row in chunk_rows:
@@ -204,8 +197,6 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
     config = trial.config or TrialConfig.from_dict(meta["config"])
     unet = None
     if config.preprocess.mask == "unet":
-        from search.running.unet import UnetError, unet_by_digest
-
         if not trial.unet:
             raise SearchError(f"trial {trial.number} used mask=unet but recorded no U-Net digest (made before "
                               f"U-Nets were recorded); re-run it")

@@ -1,7 +1,7 @@
 """The MLflow model's code (MLflow's models-from-code: no pickle): the pyfunc of
-search.results.mlflow_model, set as the model when MLflow loads it."""
+search.serving.mlflow_model, set as the model when MLflow loads it."""
 from mlflow.models import set_model
 
-from search.results.mlflow_model import ImageClassifier
+from search.serving.mlflow_model import ImageClassifier
 
 set_model(ImageClassifier())
