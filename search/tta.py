@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from preprocessing import parse_size
-from studies import Params, TrialConfig
+from studies import Params, TrialConfig, reachable_configs
 
 from search.errors import SearchError
 
@@ -36,14 +36,10 @@ def check_size(tta: str, size: Any, what: str, fix: str = "") -> None:
 
 
 def space_sizes(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any]) -> tuple[str, ...]:
-    """The sizes a space can yield, as its dry run sees them: a categorical `size` it searches
-    gives all its choices; otherwise the one size the dry run builds."""
-    p = Params.dry_run(fixed)
-    config = suggest(p)
-    domain = p.domains.get("size")
-    if domain is not None and domain.kind == "categorical" and "size" not in p.fixed:
-        return tuple(_text(c) for c in domain.choices)
-    return (config.preprocess.size_text,)
+    """The sizes a space can yield (studies.reachable_configs), each once, in its order."""
+    configs = reachable_configs(suggest, fixed)
+    searched = configs[1:] or configs  # the dry run's own is one of the choices when there are any
+    return tuple(dict.fromkeys(c.preprocess.size_text for c in searched))
 
 
 def check_space(tta: str, suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any], study: str) -> None:

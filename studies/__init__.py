@@ -89,4 +89,17 @@ def check_params(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any]
     return config
 
 
-__all__ = ["TrialConfig", "Params", "ParamError", "StudyError", "load_study", "check_params", "study_digest", "SHIPPED"]
+def reachable_configs(suggest: Callable[[Params], TrialConfig], fixed: dict[str, Any]) -> list[TrialConfig]:
+    """What a space can build, size by size, as its dry run sees it: the dry run's own
+    configuration, then one per choice of a searched categorical `size` the options leave open.
+    What a launch checks sizes against before any trial (the cache's disk, --tta dihedral)."""
+    p = Params.dry_run(fixed)
+    configs = [suggest(p)]
+    domain = p.domains.get("size")
+    if domain is not None and domain.kind == "categorical" and "size" not in fixed:
+        configs += [suggest(Params.dry_run({**fixed, "size": choice})) for choice in domain.choices]
+    return configs
+
+
+__all__ = ["TrialConfig", "Params", "ParamError", "StudyError", "load_study", "check_params", "study_digest", "SHIPPED",
+           "reachable_configs"]

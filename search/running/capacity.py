@@ -11,7 +11,7 @@ from typing import Callable
 
 from preprocessing import ImageSet
 from preprocessing.config import ImageSpec, image_spec
-from studies import Params, TrialConfig
+from studies import Params, TrialConfig, reachable_configs
 
 from search.errors import SearchError
 
@@ -30,15 +30,8 @@ def size_text(n: float) -> str:
 
 
 def reachable_specs(suggest: Callable[[Params], TrialConfig], fixed: dict) -> list[ImageSpec]:
-    """The image specs the space can ask for: its dry run's, and one per choice of a searched
-    `size` the options leave open."""
-    p = Params.dry_run(fixed)
-    specs = [image_spec(suggest(p).preprocess)]
-    domain = p.domains.get("size")
-    if domain is not None and domain.kind == "categorical" and "size" not in fixed:
-        specs += [image_spec(suggest(Params.dry_run({**fixed, "size": choice})).preprocess)
-                  for choice in domain.choices]
-    return specs
+    """The image specs the space can ask for (studies.reachable_configs)."""
+    return [image_spec(c.preprocess) for c in reachable_configs(suggest, fixed)]
 
 
 def _room(cache_dir: Path) -> int:
