@@ -114,31 +114,11 @@ def export(study_name, storage, trial_number, tracking_uri, cache_dir, out, log_
         folder = predictor.save(Destination(Path(out), force, "--out", keep))
         click.echo(f"exported trial {trial.number} of {study_name} ({predictor.info['model']}) to {folder}")
     if log_model or register_name:
-        _log_and_register(tracker, trial.run_id, predictor, f"{study_name}-{trial.number}", handle.settings.data_dir,
-                          register_name, alias, {"optuna.study": study_name, "optuna.trial": trial.number,
-                                                 "bloodsearch.tta": tta})
+        from search.serving.mlflow_model import log_and_register
 
-
-def _log_and_register(tracker, run_id, predictor, name, data_dir, register_name, alias, tags, echo=click.echo) -> dict:
-    """Log predictor as an MLflow model of run_id; register it (and its alias) when asked."""
-    from search.serving.mlflow_model import first_image, log_model
-
-    try:
-        logged = log_model(tracker, run_id, predictor, name, first_image(data_dir), tags=tags)
-    except SearchError:
-        raise
-    except Exception as exc:
-        from search.stores.tracking import _one_line
-
-        raise SearchError(f"cannot log the MLflow model to run {run_id}: {type(exc).__name__}: {_one_line(exc)}") from None
-    out = {"model_id": logged.model_id, "model_uri": logged.uri, "run_id": run_id}
-    echo(f"logged MLflow model {logged.uri} to run {run_id}")
-    if register_name:
-        version = tracker.register(logged.model_id, register_name, run_id, alias)
-        out["registered"] = {"name": register_name, "version": version, "alias": alias}
-        echo(f"registered as model {register_name!r} version {version}"
-             + (f", alias {alias!r}: models:/{register_name}@{alias}" if alias else f": models:/{register_name}/{version}"))
-    return out
+        log_and_register(tracker, trial.run_id, predictor, f"{study_name}-{trial.number}", handle.settings.data_dir,
+                         register_name, alias, {"optuna.study": study_name, "optuna.trial": trial.number,
+                                                "bloodsearch.tta": tta}, say=click.echo)
 
 
 @click.command()

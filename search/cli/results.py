@@ -342,15 +342,15 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
             if not as_json:
                 click.echo(f"exported the ensemble to {folder}")
         if register_name:
-            from search.cli.models import _log_and_register
+            from search.serving.mlflow_model import log_and_register
 
             # The MLflow model goes to the ensemble's evaluation run, else the study's parent run.
             run_id = out.get("evaluation", {}).get("run_id") or handle.study.user_attrs[PARENT_RUN_ATTR]
-            out["mlflow"] = _log_and_register(tracker, run_id, predictor, f"{study_name}-ensemble",
-                                              handle.settings.data_dir, register_name, alias,
-                                              {"optuna.study": study_name, "bloodsearch.ensemble": "true",
-                                               "bloodsearch.tta": tta},
-                                              echo=(lambda line: None) if as_json else click.echo)
+            out["mlflow"] = log_and_register(tracker, run_id, predictor, f"{study_name}-ensemble",
+                                             handle.settings.data_dir, register_name, alias,
+                                             {"optuna.study": study_name, "bloodsearch.ensemble": "true",
+                                              "bloodsearch.tta": tta},
+                                             say=(lambda line: None) if as_json else click.echo)
             out["registered"] = out["mlflow"]["registered"]
     if as_json:
         click.echo(dumps(out))

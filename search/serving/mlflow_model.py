@@ -28,6 +28,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import mlflow.pyfunc
 import pandas as pd
@@ -209,3 +210,27 @@ def log_model(tracker, run_id: str, predictor, name: str, example_image: Path | 
                       input_example=input_example(example_image), pip_requirements=requirements(),
                       validate_serving_input=validate)
     return LoggedModel(model.model_id, f"models:/{model.model_id}")
+
+
+def log_and_register(tracker, run_id: str, predictor, name: str, data_dir: str, register_name: str | None,
+                     alias: str | None, tags: dict, say: Callable[[str], None] = lambda line: None) -> dict:
+    """Log predictor as an MLflow model of run_id and register it (and its alias) when asked:
+    what `export --log-model/--register` and `ensemble --register` share. A failure is one line."""
+    from search.errors import SearchError
+    from search.stores.tracking import one_line
+
+    try:
+        logged = log_model(tracker, run_id, predictor, name, first_image(data_dir), tags=tags)
+    except SearchError:
+        raise
+    except Exception as exc:
+        raise SearchError(f"cannot log the MLflow model to run {run_id}: {type(exc).__name__}: {one_line(exc)}") from None
+    out = {"model_id": logged.model_id, "model_uri": logged.uri, "run_id": run_id}
+    say(f"logged MLflow model {logged.uri} to run {run_id}")
+    if register_name:
+        version = tracker.register(logged.model_id, register_name, run_id, alias)
+        out["registered"] = {"name": register_name, "version": version, "alias": alias}
+        say(f"registered as model {register_name!r} version {version}"
+            + (f", alias {alias!r}: models:/{register_name}@{alias}" if alias else f": models:/{register_name}/{version}"))
+    return out
+

@@ -231,9 +231,9 @@ class Tracker:
             self.client.create_registered_model(name)
         except MlflowException as exc:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise SearchError(f"--register {name}: {_one_line(exc)}") from None
+                raise SearchError(f"--register {name}: {one_line(exc)}") from None
         except Exception as exc:
-            raise SearchError(f"--register {name}: {_one_line(exc)}") from None
+            raise SearchError(f"--register {name}: {one_line(exc)}") from None
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         try:
@@ -244,13 +244,13 @@ class Tracker:
                 version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
                                                            model_id=model_id).version
         except Exception as exc:
-            raise SearchError(f"--register {name}: cannot add a version: {_one_line(exc)}") from None
+            raise SearchError(f"--register {name}: cannot add a version: {one_line(exc)}") from None
         if alias:
             try:
                 self.client.set_registered_model_alias(name, alias, version)
             except Exception as exc:
                 raise SearchError(f"--alias {alias}: version {version} of {name} is registered, but the alias "
-                                  f"could not be set: {_one_line(exc)}") from None
+                                  f"could not be set: {one_line(exc)}") from None
         return str(version)
 
     def end_trial(self, run_id: str, state: str) -> None:
@@ -368,7 +368,7 @@ class TrialRun:
             self.error = error or self.error
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: Exception) -> str:
     from mlflow.exceptions import MlflowException
 
     text = exc.message if isinstance(exc, MlflowException) else str(exc)
