@@ -33,7 +33,7 @@ from preprocessing.digests import content_digest
 from preprocessing.locking import DONE, exclusive
 from preprocessing.masks import otsu_foreground
 
-from search.serving.unets import UnetError, UnetReport, apply_unet, find_unet, unet_by_digest  # noqa: F401
+from search.serving.unets import UnetError, UnetReport, apply_unet, unet_by_digest
 
 log = logging.getLogger("bloodsearch.unet")
 DEFAULTS = {"epochs": 10, "patience": 3, "batch_size": 32, "seed": 0, "val_fraction": 0.2}
