@@ -130,63 +130,69 @@ def replicate(rep: Replication, repeats: int, tracker: Tracker, cache_dir: str |
 
 
 def _train_seeds(rep, seeds, tracker, parent, provider, test, test_cache, say) -> tuple[list[SeedResult], list[dict]]:
-    """Each seed from scratch: one model, or K fold models (--cv) whose bag is what is judged;
-    TEST once per seed. A line per model trained says where it is (minutes each on a CPU)."""
+    """Each seed from scratch, one after another; a line per model trained says where it is
+    (minutes each on a CPU)."""
+    results: list[SeedResult] = []
+    per_seed: list[dict] = []
+    started = time.time()
+    for r, seed in enumerate(seeds):
+        def progress(line: str) -> None:
+            say(f"seed {r + 1}/{len(seeds)}{line}; {time.time() - started:.0f} s in all")
+
+        result, row = _train_seed(rep, r, seed, tracker, parent, provider, test, test_cache, progress)
+        results.append(result)
+        per_seed.append(row)
+        what = f"bag of {row['models']} folds" if row["models"] > 1 else "model"
+        say(f"seed {r + 1}/{len(seeds)} ({seed}): TEST accuracy {row['test_accuracy']:.4f} ({what}"
+            f"{', TTA ' + rep.tta if rep.tta != 'none' else ''}), per-group {row['test_group_accuracy']:.4f}, "
+            f"val {row['best_val_accuracy']:.4f}")
+    return results, per_seed
+
+
+def _train_seed(rep, r: int, seed: int, tracker, parent, provider, test, test_cache,
+                progress: Callable[[str], None]) -> tuple[SeedResult, dict]:
+    """One seed: one model, or K fold models (--cv) whose bag is what is judged, trained as
+    the objective trains a trial's models; TEST once, logged to the seed's nested run."""
     from search.results.evaluation import predict_split, probs_report, score_metrics
     from search.running.objective import LogEpochs
-    from search.running.training import train
+    from search.running.training import train_saved
 
     from models.combine import with_tta
 
-    results: list[SeedResult] = []
-    per_seed: list[dict] = []
     folds = list(range(rep.cv)) if rep.cv >= 2 else [None]
-    started = time.time()
-    for r, seed in enumerate(seeds):
-        run = TrialRun(tracker, EXPERIMENT, parent.run_id, f"{rep.name}-seed{r}",
-                       {**rep.config.flat(), "seed": seed, "repeat": r}, {"bloodsearch.repeat": r})
-        state = "FAIL"
-        fits, probs = [], []
-        try:
-            for fold in folds:
-                data = provider.get(rep.config.preprocess, fold)
-                result = train(rep.config, data, rep.epochs, rep.patience, seed, callbacks=[LogEpochs(run)],
-                               metric=rep.metric)
-                idx, p = predict_split(with_tta(result.model, rep.tta), test_cache)
-                probs.append(p)
-                with tempfile.TemporaryDirectory(prefix="bloodsearch-replicate-") as tmp:
-                    path = Path(tmp) / "model.keras"
-                    result.model.save(path)  # with optimizer state, as the study measured size
-                    size_mb = path.stat().st_size / 2**20
-                fits.append(result.fit_result(seed, size_mb, fold))
-                where = f", fold {fold + 1}/{len(folds)}" if fold is not None else ""
-                say(f"seed {r + 1}/{len(seeds)}{where}: val {fits[-1].val_accuracy:.4f}, {result.epochs_run} epochs, "
-                    f"{result.train_seconds:.0f} s; {time.time() - started:.0f} s in all")
-                del result
-            report = probs_report(test, idx, np.mean(probs, axis=0), provider.dataset.classes,
-                                  frozenset(provider.dataset.train.groups))
-            state = "COMPLETE"
-        finally:
-            run.end(state)
-        val = float(np.mean([f.val_accuracy for f in fits]))
-        epochs = int(round(np.mean([f.epochs_run for f in fits])))
-        converged = all(f.converged for f in fits)
-        size_mb = sum(f.model_size_mb for f in fits)  # a bag's size is its members'
-        seed_result = SeedResult(seed, val, epochs, converged, size_mb, report["accuracy"],
-                                 report["groups"]["group_accuracy"])
-        metrics = {**fits[0].metrics(), "best_val_accuracy": val, "epochs_run": epochs, "converged": float(converged),
-                   "model_size_mb": size_mb, "train_seconds": sum(f.train_seconds for f in fits),
-                   **score_metrics("test", report), "test_macro_f1": report["macro_f1"],
-                   **{f"test_recall_{c}": m["recall"] for c, m in report["per_class"].items()}}
-        run.log_metrics(metrics)
-        results.append(seed_result)
-        per_seed.append({"repeat": r, "seed": seed, **metrics, "converged": converged, "models": len(fits),
-                         "confusion_matrix": report["confusion_matrix"]})
-        what = f"bag of {len(fits)} folds" if len(fits) > 1 else "model"
-        say(f"seed {r + 1}/{len(seeds)} ({seed}): TEST accuracy {report['accuracy']:.4f} ({what}"
-            f"{', TTA ' + rep.tta if rep.tta != 'none' else ''}), per-group {report['groups']['group_accuracy']:.4f}, "
-            f"val {val:.4f}")
-    return results, per_seed
+    run = TrialRun(tracker, EXPERIMENT, parent.run_id, f"{rep.name}-seed{r}",
+                   {**rep.config.flat(), "seed": seed, "repeat": r}, {"bloodsearch.repeat": r})
+    state = "FAIL"
+    fits, probs = [], []
+    try:
+        for fold in folds:
+            data = provider.get(rep.config.preprocess, fold)
+            with tempfile.TemporaryDirectory(prefix="bloodsearch-replicate-") as tmp:
+                trained = train_saved(rep.config, data, rep.epochs, rep.patience, seed, Path(tmp), fold,
+                                      callbacks=[LogEpochs(run)], metric=rep.metric)
+                idx, p = predict_split(with_tta(trained.result.model, rep.tta), test_cache)
+            probs.append(p)
+            fits.append(trained.fit)
+            progress(f"{f', fold {fold + 1}/{len(folds)}' if fold is not None else ''}: val "
+                     f"{trained.fit.val_accuracy:.4f}, {trained.fit.epochs_run} epochs, {trained.fit.train_seconds:.0f} s")
+            del trained
+        report = probs_report(test, idx, np.mean(probs, axis=0), provider.dataset.classes,
+                              frozenset(provider.dataset.train.groups))
+        state = "COMPLETE"
+    finally:
+        run.end(state)
+    val = float(np.mean([f.val_accuracy for f in fits]))
+    epochs = int(round(np.mean([f.epochs_run for f in fits])))
+    converged = all(f.converged for f in fits)
+    size_mb = sum(f.model_size_mb for f in fits)  # a bag's size is its members'
+    metrics = {**fits[0].metrics(), "best_val_accuracy": val, "epochs_run": epochs, "converged": float(converged),
+               "model_size_mb": size_mb, "train_seconds": sum(f.train_seconds for f in fits),
+               **score_metrics("test", report), "test_macro_f1": report["macro_f1"],
+               **{f"test_recall_{c}": m["recall"] for c, m in report["per_class"].items()}}
+    run.log_metrics(metrics)
+    result = SeedResult(seed, val, epochs, converged, size_mb, report["accuracy"], report["groups"]["group_accuracy"])
+    return result, {"repeat": r, "seed": seed, **metrics, "converged": converged, "models": len(fits),
+                    "confusion_matrix": report["confusion_matrix"]}
 
 
 def _log_summary(parent: TrialRun, summary: RepeatSummary, per_seed: list[dict], classes) -> None:

@@ -10,6 +10,7 @@ import math
 import sys
 import tempfile
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -19,15 +20,15 @@ import optuna
 from studies import Params, TrialConfig
 
 from search.plots import confusion_png, learning_curves_png
-from search.record import ACTIVE, ENQUEUED, S, best_of, inherited, read_trials
-from search.running.data import DataProvider, confusion
+from search.record import ACTIVE, ENQUEUED, FitResult, S, best_of, inherited, read_trials
+from search.running.data import DataProvider, TrialData, confusion
 from search.running.gpus import worker_device
 from search.running.recorder import TrialRecorder, run_name, run_params, run_tags
 from search.running.requeue import requeue, vanished_file
 from search.repeats import repeat_seeds
 from search.metrics import metric as metric_of, objective as objective_value, reported
 from search.running.oof import OutOfFold
-from search.running.training import train
+from search.running.training import train_saved
 from search.settings import EPOCH_PRUNERS, PARENT_RUN_ATTR, SearchSettings
 from search.stores.tracking import Tracker, TrialRun
 
@@ -85,6 +86,21 @@ class LogEpochs(keras.callbacks.Callback):
         self.run.log_metrics({k: logs[k] for k in self.KEYS if k in logs}, step=epoch)
         if self.recorder is not None:
             self.recorder.epoch(epoch + 1)
+
+
+@dataclass
+class _TrialModels:
+    """What the models of one trial share while they train, one after another."""
+
+    trial: optuna.Trial
+    recorder: TrialRecorder
+    config: TrialConfig
+    run: TrialRun  # the trial's run
+    name: str
+    origin: int
+    held: Path  # model k is saved under held/k until the trial decides to keep models
+    nested: bool  # several models: each has a run nested in the trial's
+    runs: list[TrialRun] = field(default_factory=list)  # each model's run, in order
 
 
 def trial_seed(base: int, trial_number: int) -> int:
@@ -169,81 +185,98 @@ class Objective:
         """Train the trial's models one after another. Alone, a model's run is the trial's;
         seeds and folds each get a run nested in the trial's, with their own curves, scores,
         pictures and (when the trial keeps models, decided on its value once all are in) their
-        model. The trial's value is the mean over its models of the study's metric.
-
-        Pruning: epoch pruners see every epoch (folds one after another); Wilcoxon sees one
-        value per seed or fold, at step = its index, compared pair by pair with the best trial."""
+        model. The trial's value is the mean over its models of the study's metric."""
         s = self.settings
         units = self._units(seed)
-        nested = len(units) > 1
-        tag = "bloodsearch.fold" if s.cv >= 2 else "bloodsearch.repeat"
-        epoch_pruning = s.pruner in EPOCH_PRUNERS
-        signal = metric_of(s.metric).monitor
         oof = OutOfFold() if s.cv >= 2 else None
         values: list[float] = []
         with tempfile.TemporaryDirectory(prefix="bloodsearch-models-") as held:
-            unit_runs: list[TrialRun] = []
+            t = _TrialModels(trial, recorder, config, run, name, origin, Path(held), nested=len(units) > 1)
             for index, unit_seed, fold in units:
-                data = self.data.get(config.preprocess, fold)
-                if index == 0:
-                    recorder.data(data.split.report, data.unet)
-                unit_run = run if not nested else TrialRun(
-                    self.tracker, s.study_name, run.run_id, f"{name}-{'fold' if fold is not None else 'seed'}{index}",
-                    {**config.flat(), "seed": unit_seed, tag.split(".")[1]: index},
-                    {"optuna.study": s.study_name, "optuna.trial": trial.number, "optuna.origin_trial": origin,
-                     tag: index})
-                unit_run.log_split(data.cache.image_set, data.split.report)  # lineage: what it saw
-                if nested and (fold is not None or index == 0):
-                    run.log_split(data.cache.image_set, data.split.report)
-                callbacks = [LogEpochs(unit_run, recorder)]
-                if epoch_pruning:
-                    callbacks.append(PruneOnEpochs(trial, index * s.epochs, signal))
-                unit_state = "FAIL"
-                try:
-                    result = train(config, data, s.epochs, s.patience, unit_seed, callbacks=callbacks, metric=s.metric,
-                                   tta=s.tta)
-                    size_mb = self._log_artifacts(trial, config, data, result, unit_seed, unit_run,
-                                                  Path(held) / str(index))
-                    if nested and index == 0:  # the trial's own pictures are its first model's
-                        self._log_artifacts(trial, config, data, result, unit_seed, run)
-                    fit = result.fit_result(unit_seed, size_mb, fold)
-                    recorder.fit(fit, unit_run, diverged=result.diverged)
-                    if oof is not None:
-                        oof.add(data, fold, result.val_probs)
-                    unit_state = "COMPLETE"
-                finally:
-                    if nested:
-                        unit_run.end(unit_state)
-                unit_runs.append(unit_run)
-                if not result.converged:
-                    log.warning("trial %d%s did not converge (best val_accuracy %.3f%s)", trial.number,
-                                f" {tag.split('.')[1]} {index}" if nested else "", result.best_val_accuracy,
-                                ", loss diverged" if result.diverged else "")
-                del result
+                fit, data = self._train_unit(t, index, unit_seed, fold, oof)
                 values.append(objective_value(fit.scores(), s.metric))
-                if nested:
+                if t.nested:
                     recorder.summary(run)
-                if s.pruner == "wilcoxon":
-                    trial.report(values[-1], step=index)
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned after {index + 1} of {len(units)} {tag.split('.')[1]}s: "
-                                                 f"worse than the best trial, pair by pair (Wilcoxon)")
+                self._prune_pairwise(trial, values, len(units))
             value = sum(values) / len(values)
             if oof is not None:
-                run.log_artifacts(oof.save(Path(held) / "oof"))
+                run.log_artifacts(oof.save(t.held / "oof"))
             if self._keep_model(trial, value):
-                run.log_artifacts(Path(held) / "0")  # the first model: what predict used before bags
-                if nested:
-                    for index, unit_run in enumerate(unit_runs):
-                        unit_run.log_artifacts(Path(held) / str(index))
-                # The trial's model as an MLflow model that takes raw images (what predict serves).
-                from search.serving.mlflow_model import log_model
-
-                example = data.cache.image_set.path(int(data.split.val[0]))
-                run.log_model(lambda tracker, run_id: log_model(
-                    tracker, run_id, self._predictor(config, data, Path(held), len(units), name), name, example,
-                    validate=False))
+                self._log_models(t, data, len(units))
         return value
+
+    def _train_unit(self, t: "_TrialModels", index: int, seed: int, fold: int | None,
+                    oof: OutOfFold | None) -> tuple[FitResult, TrialData]:
+        """One seed or fold: its data, its run, the fit (with epoch pruning), its pictures and
+        saved model, its record. Returns its FitResult and the data it trained on."""
+        s = self.settings
+        data = self.data.get(t.config.preprocess, fold)
+        if index == 0:
+            t.recorder.data(data.split.report, data.unet)
+        run = self._unit_run(t, index, seed, fold)
+        run.log_split(data.cache.image_set, data.split.report)  # lineage: what it saw
+        if t.nested and (fold is not None or index == 0):
+            t.run.log_split(data.cache.image_set, data.split.report)
+        callbacks = [LogEpochs(run, t.recorder)]
+        if s.pruner in EPOCH_PRUNERS:
+            callbacks.append(PruneOnEpochs(t.trial, index * s.epochs, metric_of(s.metric).monitor))
+        state = "FAIL"
+        try:
+            trained = train_saved(t.config, data, s.epochs, s.patience, seed, t.held / str(index), fold,
+                                  callbacks=callbacks, metric=s.metric, tta=s.tta)
+            self._log_artifacts(t.trial, t.config, data, trained.result, seed, run)
+            if t.nested and index == 0:  # the trial's own pictures are its first model's
+                self._log_artifacts(t.trial, t.config, data, trained.result, seed, t.run)
+            t.recorder.fit(trained.fit, run, diverged=trained.result.diverged)
+            if oof is not None:
+                oof.add(data, fold, trained.result.val_probs)
+            state = "COMPLETE"
+        finally:
+            if t.nested:
+                run.end(state)
+        t.runs.append(run)
+        if not trained.result.converged:
+            kind = "fold" if s.cv >= 2 else "repeat"
+            log.warning("trial %d%s did not converge (best val_accuracy %.3f%s)", t.trial.number,
+                        f" {kind} {index}" if t.nested else "", trained.result.best_val_accuracy,
+                        ", loss diverged" if trained.result.diverged else "")
+        return trained.fit, data
+
+    def _unit_run(self, t: "_TrialModels", index: int, seed: int, fold: int | None) -> TrialRun:
+        """The trial's own run for a lone model; else a run nested in it, per seed or fold."""
+        if not t.nested:
+            return t.run
+        s = self.settings
+        kind = "fold" if s.cv >= 2 else "repeat"
+        return TrialRun(self.tracker, s.study_name, t.run.run_id,
+                        f"{t.name}-{'fold' if fold is not None else 'seed'}{index}",
+                        {**t.config.flat(), "seed": seed, kind: index},
+                        {"optuna.study": s.study_name, "optuna.trial": t.trial.number, "optuna.origin_trial": t.origin,
+                         f"bloodsearch.{kind}": index})
+
+    def _prune_pairwise(self, trial: optuna.Trial, values: list[float], total: int) -> None:
+        """Wilcoxon sees one value per seed or fold, at step = its index, compared pair by pair
+        with the best trial's (epoch pruners are callbacks inside each fit)."""
+        if self.settings.pruner != "wilcoxon":
+            return
+        index, kind = len(values) - 1, "fold" if self.settings.cv >= 2 else "repeat"
+        trial.report(values[-1], step=index)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after {index + 1} of {total} {kind}s: worse than the best trial, "
+                                     f"pair by pair (Wilcoxon)")
+
+    def _log_models(self, t: "_TrialModels", data, count: int) -> None:
+        """The models into their runs, and the trial's as an MLflow model that takes raw
+        images (what predict serves)."""
+        t.run.log_artifacts(t.held / "0")  # the first model: what predict used before bags
+        if t.nested:
+            for index, run in enumerate(t.runs):
+                run.log_artifacts(t.held / str(index))
+        from search.serving.mlflow_model import log_model
+
+        example = data.cache.image_set.path(int(data.split.val[0]))
+        t.run.log_model(lambda tracker, run_id: log_model(
+            tracker, run_id, self._predictor(t.config, data, t.held, count, t.name), t.name, example, validate=False))
 
     def _predictor(self, config: TrialConfig, data, held: Path, count: int, name: str):
         """The trial's model as `search predict` serves it: a --cv trial's bag of fold models,
@@ -263,17 +296,10 @@ class Objective:
             unet = load_model(unet_by_digest(data.unet, self.settings.cache_dir, self.tracker).model_dir / "model.keras")
         return Predictor(model, config, list(data.classes), unet, {"run": name, "tta": self.settings.tta})
 
-    def _log_artifacts(self, trial: optuna.Trial, config: TrialConfig, data, result, seed: int, run: TrialRun,
-                       model_dir: Path | None = None) -> float | None:
-        """Confusion matrix, learning curves, scaling and config into the run; with model_dir,
-        the model saved there (logged later, if the trial keeps models) and its size in MB
-        (with optimizer state, as the study measured it)."""
+    def _log_artifacts(self, trial: optuna.Trial, config: TrialConfig, data, result, seed: int,
+                       run: TrialRun) -> None:
+        """Confusion matrix, learning curves, scaling and config into the run."""
         s = self.settings
-        size_mb = None
-        if model_dir is not None:
-            (model_dir / "model").mkdir(parents=True)
-            result.model.save(model_dir / "model" / "model.keras")
-            size_mb = (model_dir / "model" / "model.keras").stat().st_size / 2**20
         with tempfile.TemporaryDirectory(prefix="bloodsearch-trial-") as tmp:
             out = Path(tmp)
             matrix = confusion(result.val_true, result.val_pred, data.num_classes)
@@ -288,7 +314,6 @@ class Objective:
             (out / "trial_config.json").write_text(json.dumps(
                 {"config": config.to_dict(), "seed": seed, "classes": list(data.classes)}, indent=1))
             run.log_artifacts(out)
-        return size_mb
 
     def _keep_model(self, trial: optuna.Trial, value: float) -> bool:
         if self.settings.log_models == "all":

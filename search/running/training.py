@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -130,3 +131,25 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
         converged=not diverged and best >= chance + CONVERGENCE_MARGIN,
         val_true=val_true, val_probs=probs, val_scores=val_scores,
     )
+
+
+@dataclass
+class Trained:
+    """One model as the objective and `search replicate` keep it: the training, the record of
+    it, and where the model was saved."""
+
+    result: TrainResult
+    fit: FitResult
+    path: Path  # model_dir/model/model.keras
+
+
+def train_saved(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int, model_dir: Path,
+                fold: int | None = None, callbacks: list[keras.callbacks.Callback] = (), metric: str = "accuracy",
+                tta: str = "none") -> Trained:
+    """train(), then the model saved under model_dir and its fit recorded with the saved size
+    (optimizer state included, as the study measured model size)."""
+    result = train(config, data, epochs, patience, seed, callbacks=callbacks, metric=metric, tta=tta)
+    path = model_dir / "model" / "model.keras"
+    path.parent.mkdir(parents=True)
+    result.model.save(path)
+    return Trained(result, result.fit_result(seed, path.stat().st_size / 2**20, fold), path)

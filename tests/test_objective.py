@@ -1,0 +1,53 @@
+"""The objective and the recorder in one process (issue 27, point 8): a --cv trial of a tiny
+model, trained by `Objective.__call__` as a worker's `study.optimize` calls it, with no
+launcher and no subprocess. The end-to-end tests cover the same path through the CLI."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import optuna
+
+from preprocessing.synthetic import make_split_dataset
+from search.metrics import objective
+from search.record import S, read_trial
+from search.running.data import DataProvider
+from search.running.objective import Objective
+from search.settings import PARENT_RUN_ATTR, SearchSettings
+from search.stores.tracking import Tracker
+from studies import load_study
+
+
+def test_a_cv_trial_trains_its_folds_records_them_and_logs_runs_and_models(tmp_path: Path):
+    root = make_split_dataset(tmp_path / "data")
+    s = SearchSettings(study="seed-fcn", study_name="in-process", storage=f"sqlite:///{tmp_path}/optuna.db",
+                       tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(root), trials=1,
+                       cache_dir=str(tmp_path / "cache"), epochs=2, patience=2, params={"size": "16x16"}, cv=2,
+                       groups=str(root / "groups.csv"), pruner="none", metric="log-loss")
+    tracker = Tracker(s.tracking_uri)
+    study = optuna.create_study(study_name=s.study_name, storage=s.storage, direction="maximize")
+    study.set_user_attr(PARENT_RUN_ATTR, tracker.parent_run(s.study_name, s.mlflow_params()))
+    provider = DataProvider(s.data_dir, s.cache_dir, s.val_fraction, s.seed, cv=s.cv, grouping=s.grouping())
+
+    study.optimize(Objective(s, load_study(s.study), tracker, provider), n_trials=1)
+
+    (trial,) = study.trials
+    record = read_trial(trial)
+    assert record.state == S.COMPLETE, record.fail_reason
+    assert [f.fold for f in record.fits] == [0, 1] and all(f.model_size_mb > 0 for f in record.fits)
+    # The trial's value is the mean over its folds of the study's metric, as Optuna maximises it.
+    per_fold = [objective(f.scores(), "log-loss") for f in record.fits]
+    assert math.isclose(trial.value, sum(per_fold) / 2) and trial.value < 0
+    assert record.config.preprocess.size == (16, 16) and record.split is not None
+
+    client = mlflow.MlflowClient(s.tracking_uri)
+    run = client.get_run(record.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["optuna.trial"] == "0"
+    folds = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{record.run_id}'")
+    assert sorted(r.data.tags["bloodsearch.fold"] for r in folds) == ["0", "1"]
+    for fold_run in folds:  # each fold's model and pictures in its own run
+        logged = {a.path for a in client.list_artifacts(fold_run.info.run_id)}
+        assert {"model", "confusion_matrix.png", "learning_curves.png"} <= logged
+    logged = {a.path for a in client.list_artifacts(record.run_id)}
+    assert {"model", "oof"} <= logged  # the first model, and the out-of-fold predictions for ensembles
