@@ -290,14 +290,13 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
     out-of-fold predictions only; members are the trials' fold bags."""
     from search.results import ensemble as ens
     from search.results.study import as_json as dumps
-    from search.record import read_trials
     from search.results.study import study_tracker
-    from search.settings import PARENT_RUN_ATTR
 
     if alias and not register_name:
         raise SearchError("--alias goes with --register")
     handle = _handle(study_name, storage, tracking_uri)
     tracker = study_tracker(handle)
+    destination = None
     if export_dir:
         from search.serving.destination import Destination, protected
 
@@ -321,37 +320,18 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
 
         click.echo(f"out-of-fold: ensemble {named(selection.ensemble_scores)} | best single trial "
                    f"({selection.best_single}) {named(selection.best_single_scores)}")
-    if on_test or export_dir or register_name:
-        say("loading the members' fold bags ...")
-        predictor = ens.build(handle, selection, tracker, cache_dir, tta)
-        if on_test:
-            say("evaluating on TEST ...")
-            trials = {t.number: t for t in read_trials(handle.study)}
-            result = ens.evaluate(handle, predictor, tracker, cache_dir, trials)
-            out["evaluation"] = result
-            if not as_json:
-                from search.results.evaluation import held_out_lines
+    out.update(ens.deliver(handle, selection, tracker, cache_dir, tta, on_test, destination, register_name,
+                           alias, say=say, echo=(lambda line: None) if as_json else click.echo))
+    if not as_json:
+        from search.results.evaluation import held_out_lines
 
-                for name, r in result["splits"].items():
-                    for line in held_out_lines(name, r):
-                        click.echo(line)
-                click.echo(f"MLflow: run {result['run_id']} in experiment {study_name}")
-        if export_dir:
-            folder = predictor.save(destination)
-            out["export"] = str(folder)
-            if not as_json:
-                click.echo(f"exported the ensemble to {folder}")
-        if register_name:
-            from search.serving.mlflow_model import log_and_register
-
-            # The MLflow model goes to the ensemble's evaluation run, else the study's parent run.
-            run_id = out.get("evaluation", {}).get("run_id") or handle.study.user_attrs[PARENT_RUN_ATTR]
-            out["mlflow"] = log_and_register(tracker, run_id, predictor, f"{study_name}-ensemble",
-                                             handle.settings.data_dir, register_name, alias,
-                                             {"optuna.study": study_name, "bloodsearch.ensemble": "true",
-                                              "bloodsearch.tta": tta},
-                                             say=(lambda line: None) if as_json else click.echo)
-            out["registered"] = out["mlflow"]["registered"]
+        for name, r in out.get("evaluation", {}).get("splits", {}).items():
+            for line in held_out_lines(name, r):
+                click.echo(line)
+        if "evaluation" in out:
+            click.echo(f"MLflow: run {out['evaluation']['run_id']} in experiment {study_name}")
+        if "export" in out:
+            click.echo(f"exported the ensemble to {out['export']}")
     if as_json:
         click.echo(dumps(out))
 

@@ -13,6 +13,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -115,31 +116,17 @@ def build(handle, selection: Selection, tracker, cache_dir: str | None, tta: str
 def evaluate(handle, ensemble: EnsemblePredictor, tracker, cache_dir: str | None, trials: dict[int, TrialRecord],
              batch_size: int = 128) -> dict:
     """The ensemble on TEST (and TEST_SIMPLE), once; an MLflow run in the study's experiment."""
-    from preprocessing import build_cache, load_dataset
+    from preprocessing import load_dataset
 
-    from search.results.evaluation import predict_split, probs_report, score_metrics
-    from search.running.unet import masker_for
+    from search.results.evaluation import Member, evaluate_members, score_metrics
     from search.settings import PARENT_RUN_ATTR
     from search.stores.tracking import TrialRun
 
     data = load_dataset(handle.settings.data_dir, record_dir=cache_dir, grouping=handle.settings.grouping())
-    splits = {}
-    for name in ("TEST", "TEST_SIMPLE"):
-        if name not in data.splits:
-            continue
-        split, parts = data.splits[name], []
-        for member, chosen in zip(ensemble.members, ensemble.info["selection"]["members"]):
-            n, w = chosen["trial"], chosen["weight"]
-            pre = member.config.preprocess
-            cache = build_cache(split, pre, cache_dir, masker=masker_for(pre.image, data.train, cache_dir,
-                                                                         digest=trials[n].unet, tracker=tracker))
-            idx, p = predict_split(member.model, cache, batch_size)
-            parts.append((idx, w, p))
-        common = sorted(set.intersection(*(set(idx.tolist()) for idx, _, _ in parts)))
-        probs = sum(w * p[np.isin(idx, common)] for idx, w, p in parts)
-        splits[name] = probs_report(split, np.asarray(common), probs, ensemble.classes, frozenset(data.train.groups))
-    if not splits:
-        raise SearchError(f"data dir {handle.settings.data_dir} has no TEST split to evaluate on")
+    members = [Member(member.model, member.config.preprocess, trials[chosen["trial"]].unet, chosen["weight"])
+               for member, chosen in zip(ensemble.members, ensemble.info["selection"]["members"])]
+    held_out = evaluate_members(data, members, ensemble.classes, tracker, cache_dir, batch_size)
+    splits = {name: held.report for name, held in held_out.items()}
     run = TrialRun(tracker, handle.study.study_name, handle.study.user_attrs[PARENT_RUN_ATTR],
                    f"{handle.study.study_name}-ensemble",
                    {"members": json.dumps(ensemble.info["selection"]["members"]), "tta": ensemble.info["tta"],
@@ -157,3 +144,36 @@ def evaluate(handle, ensemble: EnsemblePredictor, tracker, cache_dir: str | None
         run.log_artifacts(tmp)
     run.end("COMPLETE")
     return {"splits": splits, "run_id": run.run_id, "tracking_error": run.error}
+
+
+def deliver(handle, selection: Selection, tracker, cache_dir: str | None, tta: str, on_test: bool = False,
+            destination=None, register_name: str | None = None, alias: str | None = None,
+            say: Callable[[str], None] = lambda line: None, echo: Callable[[str], None] = lambda line: None) -> dict:
+    """What `search ensemble` does with a selection beyond showing it: the members' bags loaded
+    once as one predictor, evaluated on TEST (on_test), written as a model folder
+    (destination: a checked serving.destination.Destination) and registered as an MLflow
+    model (register_name, with alias). say: progress; echo: what registering did. Returns
+    what was done, as `--json` prints it."""
+    from search.settings import PARENT_RUN_ATTR
+
+    out: dict = {}
+    if not (on_test or destination or register_name):
+        return out
+    say("loading the members' fold bags ...")
+    predictor = build(handle, selection, tracker, cache_dir, tta)
+    if on_test:
+        say("evaluating on TEST ...")
+        out["evaluation"] = evaluate(handle, predictor, tracker, cache_dir, {t.number: t for t in read_trials(handle.study)})
+    if destination is not None:
+        out["export"] = str(predictor.save(destination))
+    if register_name:
+        from search.serving.mlflow_model import log_and_register
+
+        name = handle.study.study_name
+        # The MLflow model goes to the ensemble's evaluation run, else the study's parent run.
+        run_id = out.get("evaluation", {}).get("run_id") or handle.study.user_attrs[PARENT_RUN_ATTR]
+        out["mlflow"] = log_and_register(tracker, run_id, predictor, f"{name}-ensemble", handle.settings.data_dir,
+                                         register_name, alias, {"optuna.study": name, "bloodsearch.ensemble": "true",
+                                                                "bloodsearch.tta": tta}, say=echo)
+        out["registered"] = out["mlflow"]["registered"]
+    return out

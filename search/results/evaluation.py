@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -96,12 +96,59 @@ def score_metrics(prefix: str, r: dict) -> dict[str, float]:
     return out
 
 
-def split_report(model, split, cache, classes: Sequence[str], batch_size: int = 128) -> dict:
-    """Image-level metrics and per-group votes of a model on one held-out split's cache."""
-    idx, probs = predict_split(model, cache, batch_size)
-    report = probs_report(split, idx, probs, classes)
-    report["unreadable"] = len(cache.unreadable)
-    return report
+HELD_OUT = ("TEST", "TEST_SIMPLE")  # the splits a model is evaluated on, those the data has
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of what is evaluated: a trial's model, one of its fold or seed models, or an
+    ensemble's member (a trial's bag); it reads its own preprocessing and U-Net mask."""
+
+    model: Any
+    preprocess: Any  # preprocessing.PreprocessConfig
+    unet: str | None = None  # the digest of the U-Net that masks its images (mask=unet)
+    weight: float = 1.0
+
+
+@dataclass
+class HeldOut:
+    """One held-out split as the members saw it: the report of their weighted mean
+    probabilities, and each member's probabilities on the same images."""
+
+    report: dict
+    each: list[np.ndarray]
+    idx: np.ndarray  # the images every member could read
+    split: Any
+
+
+def evaluate_members(data, members: Sequence[Member], classes: Sequence[str], tracker, cache_dir: str | None,
+                     batch_size: int = 128) -> dict[str, HeldOut]:
+    """TEST and TEST_SIMPLE predicted by every member through its own image cache, averaged
+    with the members' weights over the images all of them read: what `evaluate` does for a
+    trial (its bag of fold or seed models) and `ensemble --evaluate` for several trials."""
+    from preprocessing import build_cache
+
+    from search.errors import SearchError
+    from search.running.unet import masker_for
+
+    train_groups = frozenset(data.train.groups)
+    out = {}
+    for name in (n for n in HELD_OUT if n in data.splits):
+        split, caches, parts = data.splits[name], {}, []
+        for m in members:
+            if (m.preprocess, m.unet) not in caches:
+                masker = masker_for(m.preprocess.image, data.train, cache_dir, digest=m.unet, tracker=tracker)
+                caches[m.preprocess, m.unet] = build_cache(split, m.preprocess, cache_dir, masker=masker)
+            parts.append(predict_split(m.model, caches[m.preprocess, m.unet], batch_size))
+        idx = np.asarray(sorted(set.intersection(*(set(i.tolist()) for i, _ in parts))), dtype=np.int64)
+        each = [p[np.isin(i, idx)] for i, p in parts]
+        probs = sum(m.weight * p for m, p in zip(members, each)) / sum(m.weight for m in members)
+        report = probs_report(split, idx, probs, classes, train_groups)
+        report["unreadable"] = len(split.labels) - len(idx)
+        out[name] = HeldOut(report, each, idx, split)
+    if not out:
+        raise SearchError(f"data dir {data.root} has no TEST split to evaluate on")
+    return out
 
 
 @dataclass(frozen=True)
@@ -126,16 +173,12 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
     import tempfile
 
     from preprocessing import load_dataset
-    from preprocessing.cache import build_cache
 
     from search.plots import confusion_png
-    from search.serving.predictor import from_trial
     from search.repeats import Spread
-    from search.running.unet import masker_for
+    from search.serving.predictor import check_trial_tta, from_trial, member_models
 
     from models.combine import with_tta
-
-    from search.serving.predictor import check_trial_tta, member_models
 
     check_trial_tta(tta, handle, trial)
     predictor = from_trial(handle, trial, tracker, cache_dir, whole=False)
@@ -144,24 +187,15 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
     what = (f"the bag of its {len(models)} {kind} models (mean probabilities)" if members else "the trial's model") + (
         f", TTA {tta}" if tta != "none" else "")
     data = load_dataset(handle.settings.data_dir, record_dir=cache_dir, grouping=handle.settings.grouping())
-    train_groups = frozenset(data.train.groups)
+    held_out = evaluate_members(data, [Member(m, predictor.config.preprocess, trial.unet) for m in models],
+                                predictor.classes, tracker, cache_dir, batch_size)
     splits: dict[str, dict] = {}
     metrics: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bloodsearch-eval-") as tmp:
-        for name in ("TEST", "TEST_SIMPLE"):
-            if name not in data.splits:
-                continue
-            split = data.splits[name]
-            cache = build_cache(split, predictor.config.preprocess, cache_dir,
-                                masker=masker_for(predictor.config.preprocess.image, data.train, cache_dir,
-                                                  digest=trial.unet, tracker=tracker))
-            runs = [predict_split(m, cache, batch_size) for m in models]
-            idx = runs[0][0]
-            report = probs_report(split, idx, np.mean([p for _, p in runs], axis=0), predictor.classes, train_groups)
-            report["unreadable"] = len(cache.unreadable)
-            prefix = name.lower()
+        for name, held in held_out.items():
+            report, prefix = held.report, name.lower()
             if len(models) > 1:
-                alone = [probs_report(split, idx, p, predictor.classes) for _, p in runs]
+                alone = [probs_report(held.split, held.idx, p, predictor.classes) for p in held.each]
                 report["per_model"] = {"kind": kind, "accuracy": asdict(Spread.of([r["accuracy"] for r in alone])),
                                        "group_accuracy": asdict(Spread.of([r["groups"]["group_accuracy"] for r in alone]))}
                 metrics[f"{prefix}_{kind}_accuracy_mean"] = report["per_model"]["accuracy"]["mean"]
@@ -178,10 +212,6 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
                 json.dumps({"classes": predictor.classes, "matrix": matrix.tolist(), "split": name}))
             confusion_png(matrix, predictor.classes, Path(tmp) / f"confusion_matrix_{prefix}.png",
                           f"{handle.study.study_name} trial {trial.number}: {name}")
-        if not splits:
-            from search.errors import SearchError
-
-            raise SearchError(f"data dir {handle.settings.data_dir} has no TEST split to evaluate on")
         (Path(tmp) / "evaluation.json").write_text(json.dumps(
             {"trial": trial.number, "value": trial.value, "metric": handle.settings.metric, "model": what, "tta": tta,
              "splits": splits}, indent=1))
