@@ -7,6 +7,7 @@ TEST is for diagnosis only: the winner is the objective's, whatever TEST says.
     python benchmarks/campaign.py evaluate --runs ~/bloodsearch-runs/campaign-2026-12 --study-name campaign-honest
     python benchmarks/campaign.py report --runs ~/bloodsearch-runs/campaign-2026-12 --study-name campaign-honest \
         [--replicates winner=rep-winner.json:60x80 --replicates baseline=rep-baseline.json:60x80] [--results docs/.../results.json]
+        [--earlier docs/campaigns/2026-12/results.json]  # a warm-started study: the copied trials' rows
 
 `evaluate` is resumable (a trial whose eval-<n>.json exists is skipped). The runs folder holds
 the study's stores: optuna.db, mlflow.db and the image cache.
@@ -24,8 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+STORAGE: str | None = None  # --storage; default the runs folder's optuna.db
+
+
 def _storage(runs: Path) -> str:
-    return f"sqlite:///{runs / 'optuna.db'}"
+    return STORAGE or f"sqlite:///{runs / 'optuna.db'}"
 
 
 def _study(runs: Path, name: str):
@@ -57,11 +61,17 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"trial {record.number}: evaluated", flush=True)
 
 
-def rows(runs: Path, name: str) -> list[dict]:
+def rows(runs: Path, name: str, earlier: dict[int, dict] | None = None) -> list[dict]:
+    """A row per complete trial evaluated on TEST. earlier: the rows of the study a warm start
+    copied trials from (its results.json), by trial number there: a copied trial keeps its
+    figures, measured once, with no model to evaluate again."""
     out = []
     for r in finished(runs, name):
         path = runs / f"eval-{r.number}.json"
         if not path.exists():
+            if r.warm_start and earlier and r.warm_start["trial"] in earlier:
+                out.append({**earlier[r.warm_start["trial"]], "trial": r.number,
+                            "from": f"{r.warm_start['study']} trial {r.warm_start['trial']}"})
             continue
         test = json.loads(path.read_text())["splits"]["TEST"]
         clean, c = test["clean"], r.config
@@ -89,13 +99,15 @@ def spearman(table: list[dict], key: str, higher_is_better: bool) -> float | Non
     return round(float(spearmanr([sign * r[key] for r in table], [r["test_clean_accuracy"] for r in table]).statistic), 3)
 
 
-def replicate_summary(path: Path, resolution: str) -> dict:
-    """`search replicate --json`'s per-seed clean TEST accuracies, their mean and spread."""
+def replicate_summary(path: Path, resolution: str, own: float | None = None) -> dict:
+    """`search replicate --json`'s per-seed clean TEST accuracies, their mean and spread; own:
+    the campaign's own training of the same configuration on the same folds (another seed),
+    counted first."""
     import statistics
 
     data = json.loads(path.read_text())
     seeds = [s for s in data["seeds"] if s.get("test_clean_accuracy") is not None]
-    values = [s["test_clean_accuracy"] for s in seeds]
+    values = ([own] if own is not None else []) + [s["test_clean_accuracy"] for s in seeds]
     return {"test_clean_mean": round(statistics.mean(values), 4),
             "test_clean_std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
             "test_clean": [round(v, 4) for v in values], "seeds": len(values),
@@ -103,7 +115,10 @@ def replicate_summary(path: Path, resolution: str) -> dict:
 
 
 def report(args: argparse.Namespace) -> None:
-    table = rows(args.runs, args.study_name)
+    earlier = None
+    if args.earlier:
+        earlier = {r["trial"]: r for r in json.loads(args.earlier.read_text())["trials"]}
+    table = rows(args.runs, args.study_name, earlier)
     criteria = {"cv_log_loss": False, "cv_accuracy": True, "cv_group_accuracy": True}
     rho = {k: spearman(table, k, hi) for k, hi in criteria.items()}
     print("| trial | configuration | CV log-loss (objective) | CV accuracy (folds) | CV per-group | TEST "
@@ -112,6 +127,7 @@ def report(args: argparse.Namespace) -> None:
     for r in sorted(table, key=lambda r: r["cv_log_loss"]):
         lo, hi = r["test_clean_ci95"]
         mark = f" (baseline: {r['baseline']})" if r["baseline"] else ""
+        mark += f" ({r['from']})" if r.get("from") else ""
         print(f"| {r['trial']}{mark} | {r['what']} | {r['cv_log_loss']:.3f} | {r['cv_accuracy']:.3f} "
               f"({', '.join(f'{a:.2f}' for a in r['fold_accuracies'])}) | {r['cv_group_accuracy']:.3f} "
               f"| {r['test_accuracy']:.3f} | {r['test_clean_accuracy']:.3f} [{lo:.3f}, {hi:.3f}] "
@@ -121,14 +137,14 @@ def report(args: argparse.Namespace) -> None:
     for key, value in rho.items():
         print(f"Spearman of {key} (signed so +1 ranks as clean TEST does) against clean TEST accuracy over "
               f"{len(table)} trials: {value}")
-    training = sum(r.train_seconds or 0 for r in finished(args.runs, args.study_name)) / 3600
+    training = sum(r.train_seconds or 0 for r in finished(args.runs, args.study_name) if not r.warm_start) / 3600
     # Every trial's wall time, pruned ones too: with --threads 1 each is one core busy.
     from search.record import COUNTED, read_trials
 
     cpu = sum((t.completed - t.started).total_seconds() for t in read_trials(_study(args.runs, args.study_name))
-              if t.state in COUNTED and t.started and t.completed) / 3600
-    print(f"core-hours of all finished trials (pruned ones too, one core each): {cpu:.2f}; of which Keras fit "
-          f"in the complete trials: {training:.2f}")
+              if t.state in COUNTED and t.started and t.completed and not t.warm_start) / 3600
+    print(f"core-hours of this study's own finished trials (pruned ones too, one core each; not those a warm "
+          f"start copied): {cpu:.2f}; of which Keras fit in its complete trials: {training:.2f}")
     results = {"study": args.study_name, "trials": table, "spearman_clean": {"value": rho["cv_log_loss"],
                                                                             "trials": len(table)},
                "spearman_clean_by_criterion": rho, "cpu_hours": round(cpu, 2),
@@ -146,7 +162,12 @@ def report(args: argparse.Namespace) -> None:
     for item in args.replicates:
         role, _, rest = item.partition("=")
         file, _, resolution = rest.partition(":")
-        results[role] = replicate_summary(args.runs / file, resolution)
+        own = results.get(role, {})
+        results[role] = replicate_summary(args.runs / file, resolution, own.get("test_clean_mean"))
+        if own:
+            results[role]["trial"] = own["trial"]
+            results[role]["source"] = (f"the campaign's own training and {results[role]['seeds'] - 1} seeds of "
+                                       f"`search replicate` of trial {own['trial']} on the same folds")
         print(f"{role}: {results[role]}")
     if args.results:
         args.results.write_text(json.dumps(results, indent=1) + "\n")
@@ -159,12 +180,17 @@ def main() -> None:
         p = sub.add_parser(command)
         p.add_argument("--runs", type=lambda v: Path(v).expanduser().resolve(), required=True)
         p.add_argument("--study-name", required=True)
+        p.add_argument("--storage", help="The study's storage URL. [default: sqlite:///RUNS/optuna.db]")
         if command == "report":
             p.add_argument("--replicates", action="append", default=[], metavar="ROLE=FILE:SIZE",
                            help="A `search replicate --json` output in --runs and its resolution, as winner= or "
                                 "baseline=.")
             p.add_argument("--results", type=Path, help="Write results.json here.")
+            p.add_argument("--earlier", type=Path, help="The results.json of the study a warm start copied trials "
+                                                        "from: their rows, measured there.")
     args = parser.parse_args()
+    global STORAGE
+    STORAGE = args.storage
     (evaluate if args.command == "evaluate" else report)(args)
 
 
