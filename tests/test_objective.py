@@ -51,3 +51,28 @@ def test_a_cv_trial_trains_its_folds_records_them_and_logs_runs_and_models(tmp_p
         assert {"model", "confusion_matrix.png", "learning_curves.png"} <= logged
     logged = {a.path for a in client.list_artifacts(record.run_id)}
     assert {"model", "oof"} <= logged  # the first model, and the out-of-fold predictions for ensembles
+
+
+def test_only_a_trial_numbered_past_the_count_reads_the_study_to_claim_its_place(tmp_path: Path, monkeypatch):
+    """The claim reads every trial (through the gRPC proxy, every running one with its
+    attributes) only when the trial could be a surplus one: numbered at or past the count."""
+    import pytest
+
+    from search.running.objective import SurplusTrial
+    from search.running.recorder import TrialRecorder
+
+    s = SearchSettings(study="seed-fcn", study_name="claims", storage="sqlite:///:memory:",
+                       tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(tmp_path), trials=2)
+    study = optuna.create_study()
+    first, second, third = study.ask(), study.ask(), study.ask()
+    objective = Objective(s, load_study(s.study), None, None)
+    reads = []
+    original = optuna.Study.get_trials
+    monkeypatch.setattr(optuna.Study, "get_trials", lambda self, *a, **k: reads.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(optuna.Study, "stop", lambda self: None)  # outside optimize() here
+    objective._claim(first, TrialRecorder(first))
+    objective._claim(second, TrialRecorder(second))
+    assert reads == []
+    with pytest.raises(SurplusTrial):  # 3 running trials, the study wants 2
+        objective._claim(third, TrialRecorder(third))
+    assert reads == [1] and read_trial(study.trials[2]).surplus

@@ -111,9 +111,15 @@ class Objective:
     def __init__(self, settings: SearchSettings, suggest: Callable[[Params], TrialConfig], tracker: Tracker,
                  data: DataProvider) -> None:
         self.settings, self.suggest, self.tracker, self.data = settings, suggest, tracker, data
+        self.parent_run: str | None = None  # the study's MLflow parent run
 
     def _claim(self, trial: optuna.Trial, recorder: TrialRecorder) -> None:
-        """Refuse a trial started after the study reached its count (a race between workers)."""
+        """Refuse a trial started after the study reached its count (a race between workers).
+        A trial numbered below the count cannot be past it (at most number + 1 trials come
+        before it), so it is spared the read of every trial: through the gRPC proxy that read
+        carries every running trial, and it was one of four per trial (docs/benchmarks.md)."""
+        if trial.number < self.settings.trials:
+            return
         active = trial.study.get_trials(deepcopy=False, states=ACTIVE)
         rank = sum(1 for t in active if t.number <= trial.number)
         if rank > self.settings.trials:
@@ -136,7 +142,9 @@ class Objective:
         seed = seed if seed is not None else trial_seed(s.seed, origin)
         recorder.start(config, seed, origin)
         name = run_name(s.study_name, trial.number, origin)
-        parent = trial.study.user_attrs[PARENT_RUN_ATTR]
+        if self.parent_run is None:  # fixed at launch: read once per process, not per trial
+            self.parent_run = trial.study.user_attrs[PARENT_RUN_ATTR]
+        parent = self.parent_run
         run = TrialRun(self.tracker, s.study_name, parent, name, run_params(config, s, seed),
                        {**run_tags(s, trial.number, origin, worker_device(), trial.user_attrs.get(ENQUEUED)),
                         "optuna.state": "RUNNING"})
