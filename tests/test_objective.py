@@ -76,3 +76,33 @@ def test_only_a_trial_numbered_past_the_count_reads_the_study_to_claim_its_place
     with pytest.raises(SurplusTrial):  # 3 running trials, the study wants 2
         objective._claim(third, TrialRecorder(third))
     assert reads == [1] and read_trial(study.trials[2]).surplus
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_a_known_configuration_is_never_pruned_and_still_reports_its_curve(tmp_path: Path):
+    """The baseline (--enqueue, --enqueue-study) is what every other trial is read against,
+    so the pruner may stop any trial but it."""
+    from search.record import ENQUEUED
+
+    root = make_split_dataset(tmp_path / "data")
+    s = SearchSettings(study="seed-fcn", study_name="baseline-kept", storage=f"sqlite:///{tmp_path}/optuna.db",
+                       tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(root), trials=2,
+                       cache_dir=str(tmp_path / "cache"), epochs=2, patience=2, params={"size": "16x16"},
+                       pruner="median")
+    tracker = Tracker(s.tracking_uri)
+    study = optuna.create_study(study_name=s.study_name, storage=s.storage, direction="maximize",
+                                pruner=_AlwaysPrune())
+    study.set_user_attr(PARENT_RUN_ATTR, tracker.parent_run(s.study_name, s.mlflow_params()))
+    study.enqueue_trial({}, user_attrs={ENQUEUED: "seed-fcn"})
+    provider = DataProvider(s.data_dir, s.cache_dir, s.val_fraction, s.seed)
+
+    study.optimize(Objective(s, load_study(s.study), tracker, provider), n_trials=2)
+
+    baseline, other = (read_trial(t) for t in study.trials)
+    assert baseline.baseline and baseline.state == S.COMPLETE, baseline.fail_reason
+    assert len(study.trials[0].intermediate_values) == 2  # both epochs reported to the pruner
+    assert not other.baseline and other.state == S.PRUNED

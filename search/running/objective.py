@@ -55,11 +55,13 @@ class PruneOnEpochs(keras.callbacks.Callback):
     """Report the epoch's validation signal (the study's metric's Keras monitor, negated when
     lower is better: -val_loss for a log-loss study) and stop the fit when the pruner says so.
     With --cv the folds' epochs follow each other (step = fold x epochs + epoch), in the same fold order in every trial, so the pruner
-    compares trials at the same fold and epoch, and fold 0 screens them."""
+    compares trials at the same fold and epoch, and fold 0 screens them.
+    prune=False reports without stopping: a baseline's curve still informs the pruner."""
 
-    def __init__(self, trial: optuna.Trial, step_offset: int = 0, signal: str = "val_accuracy") -> None:
+    def __init__(self, trial: optuna.Trial, step_offset: int = 0, signal: str = "val_accuracy",
+                 prune: bool = True) -> None:
         super().__init__()
-        self.trial, self.step_offset, self.signal = trial, step_offset, signal
+        self.trial, self.step_offset, self.signal, self.prune = trial, step_offset, signal, prune
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         value = (logs or {}).get(self.signal)
@@ -67,7 +69,7 @@ class PruneOnEpochs(keras.callbacks.Callback):
             return
         value = reported(self.signal, float(value))
         self.trial.report(value, step=self.step_offset + epoch)
-        if self.trial.should_prune():
+        if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {self.step_offset + epoch + 1} with {self.signal} {abs(value):.4f}")
 
 
@@ -100,6 +102,10 @@ class _TrialModels:
     origin: int
     held: Path  # model k is saved under held/k until the trial decides to keep models
     nested: bool  # several models: each has a run nested in the trial's
+    # A known configuration (--enqueue, --enqueue-study) is never pruned: every other trial is
+    # read against its value, and a slow first epochs' start (seen at a high learning rate) is
+    # not a bad configuration.
+    baseline: bool = False
     runs: list[TrialRun] = field(default_factory=list)  # each model's run, in order
 
 
@@ -199,13 +205,14 @@ class Objective:
         oof = OutOfFold() if s.cv >= 2 else None
         values: list[float] = []
         with tempfile.TemporaryDirectory(prefix="bloodsearch-models-") as held:
-            t = _TrialModels(trial, recorder, config, run, name, origin, Path(held), nested=len(units) > 1)
+            t = _TrialModels(trial, recorder, config, run, name, origin, Path(held), nested=len(units) > 1,
+                             baseline=ENQUEUED in trial.user_attrs)
             for index, unit_seed, fold in units:
                 fit, data = self._train_unit(t, index, unit_seed, fold, oof)
                 values.append(objective_value(fit.scores(), s.metric))
                 if t.nested:
                     recorder.summary(run)
-                self._prune_pairwise(trial, values, len(units))
+                self._prune_pairwise(trial, values, len(units), prune=not t.baseline)
             value = sum(values) / len(values)
             if oof is not None:
                 run.log_artifacts(oof.save(t.held / "oof"))
@@ -227,7 +234,7 @@ class Objective:
             t.run.log_split(data.cache.image_set, data.split.report)
         callbacks = [LogEpochs(run, t.recorder)]
         if s.pruner in EPOCH_PRUNERS:
-            callbacks.append(PruneOnEpochs(t.trial, index * s.epochs, metric_of(s.metric).monitor))
+            callbacks.append(PruneOnEpochs(t.trial, index * s.epochs, metric_of(s.metric).monitor, prune=not t.baseline))
         state = "FAIL"
         try:
             trained = train_saved(t.config, data, s.epochs, s.patience, seed, t.held / str(index), fold,
@@ -262,14 +269,14 @@ class Objective:
                         {"optuna.study": s.study_name, "optuna.trial": t.trial.number, "optuna.origin_trial": t.origin,
                          f"bloodsearch.{kind}": index})
 
-    def _prune_pairwise(self, trial: optuna.Trial, values: list[float], total: int) -> None:
+    def _prune_pairwise(self, trial: optuna.Trial, values: list[float], total: int, prune: bool = True) -> None:
         """Wilcoxon sees one value per seed or fold, at step = its index, compared pair by pair
         with the best trial's (epoch pruners are callbacks inside each fit)."""
         if self.settings.pruner != "wilcoxon":
             return
         index, kind = len(values) - 1, "fold" if self.settings.cv >= 2 else "repeat"
         trial.report(values[-1], step=index)
-        if trial.should_prune():
+        if prune and trial.should_prune():
             raise optuna.TrialPruned(f"pruned after {index + 1} of {total} {kind}s: worse than the best trial, "
                                      f"pair by pair (Wilcoxon)")
 
