@@ -154,3 +154,44 @@ def test_a_cv_study_end_to_end(tmp_path):
     assert [set(r["probabilities"]) for r in ens_rows] == [set(data.classes)] * 2
     _, _, runs = mlflow_runs(tmp_path, "seed-fcn")
     assert any(r.data.tags.get("bloodsearch.ensemble") == "true" for r in runs)
+
+
+def test_an_ensemble_leaves_out_a_trial_whose_out_of_fold_predictions_cannot_be_read(tmp_path, monkeypatch):
+    """A warm-started trial's run is in the earlier study's MLflow store, which may be gone:
+    the trials that can be read still make the ensemble, and the left-out one is named."""
+    from types import SimpleNamespace
+
+    from search.errors import SearchError
+    from search.results import ensemble as ens
+
+    labels = np.repeat(np.arange(4), 5)
+    n = len(labels)
+
+    def saved(folder: Path, probs: np.ndarray) -> Path:
+        folder.mkdir(parents=True)
+        np.savez_compressed(folder / "oof.npz", indices=np.arange(n), files=np.asarray([f"{i}.jpeg" for i in range(n)]),
+                            labels=labels, groups=np.asarray([str(i) for i in range(n)]), folds=np.arange(n) % 2,
+                            probs=probs, classes=np.asarray(list("ABCD")))
+        return folder / "oof.npz"
+
+    runs = {"good": saved(tmp_path / "good", np.eye(4)[labels] * 0.7 + 0.075),
+            "chance": saved(tmp_path / "chance", np.full((n, 4), 0.25))}
+
+    class Tracker:
+        def download(self, run_id: str, path: str, dst) -> Path:
+            if run_id not in runs:
+                raise OSError(f"{run_id}: no such run")
+            return runs[run_id]
+
+    trials = [SimpleNamespace(number=0, run_id="lost"), SimpleNamespace(number=1, run_id="good"),
+              SimpleNamespace(number=2, run_id="chance")]
+    study = SimpleNamespace(study_name="warm")
+    monkeypatch.setattr(ens, "cv_trials", lambda _: trials)
+    selection = ens.select(study, Tracker(), 3, "log-loss")
+    assert list(selection.left_out) == [0] and "MLflow run lost" in selection.left_out[0]
+    assert selection.best_single == 1 and set(selection.weights) <= {1, 2}
+    assert selection.to_dict()["left_out"] == {"0": selection.left_out[0]}
+
+    monkeypatch.setattr(ens, "cv_trials", lambda _: trials[:1])
+    with pytest.raises(SearchError, match="trial 0: no out-of-fold predictions in MLflow run lost"):
+        ens.select(study, Tracker(), 3, "log-loss")

@@ -308,6 +308,10 @@ def ensemble(study_name, storage, tracking_uri, cache_dir, size, metric, tta, on
     say = (lambda line: None) if as_json else (lambda line: click.echo(line, err=True))
     say(f"choosing among the complete --cv trials of {study_name} on their out-of-fold predictions ...")
     selection = ens.select(handle.study, tracker, size, metric)
+    if selection.left_out:
+        first = min(selection.left_out)
+        say(f"note: trial(s) {', '.join(map(str, sorted(selection.left_out)))} left out: their out-of-fold "
+            f"predictions could not be read (trial {first}: {selection.left_out[first]})")
     out = {"selection": selection.to_dict()}
     if not as_json:
         click.echo(f"ensemble of {len(selection.members)} trial(s), chosen on out-of-fold {metric}:")

@@ -31,6 +31,7 @@ class Selection:
     best_single: int
     best_single_scores: dict[str, float]
     curve: list[float] = field(default_factory=list)  # the objective after each greedy step
+    left_out: dict[int, str] = field(default_factory=dict)  # trial number -> why its predictions were unread
 
     @property
     def members(self) -> list[tuple[int, float]]:
@@ -40,7 +41,8 @@ class Selection:
     def to_dict(self) -> dict:
         return {"metric": self.metric, "members": [{"trial": n, "weight": w} for n, w in self.members],
                 "ensemble_oof": self.ensemble_scores, "best_single_trial": self.best_single,
-                "best_single_oof": self.best_single_scores, "curve": self.curve}
+                "best_single_oof": self.best_single_scores, "curve": self.curve,
+                "left_out": {str(n): why for n, why in self.left_out.items()}}
 
 
 def greedy_selection(probs: dict[int, np.ndarray], labels: np.ndarray, groups: np.ndarray, metric: str,
@@ -70,23 +72,29 @@ def cv_trials(study) -> list[TrialRecord]:
     return trials
 
 
-def load_oof(trials: list[TrialRecord], tracker):
-    """{trial number: OutOfFoldPredictions}, from each trial's run."""
+def load_oof(trials: list[TrialRecord], tracker) -> tuple[dict, dict[int, str]]:
+    """{trial number: OutOfFoldPredictions} from each trial's run, and {trial number: why} for
+    the trials whose predictions could not be read. A warm-started trial's run lives in the
+    earlier study's MLflow store, which may be elsewhere or gone: the others still make an
+    ensemble."""
     from search.running.oof import ARTIFACT, OutOfFoldPredictions
 
-    out = {}
+    out, missing = {}, {}
     with tempfile.TemporaryDirectory(prefix="bloodsearch-oof-") as tmp:
         for t in trials:
             try:
                 out[t.number] = OutOfFoldPredictions.load(tracker.download(t.run_id, ARTIFACT, Path(tmp) / str(t.number)))
             except Exception as exc:
-                raise SearchError(f"trial {t.number}: no out-of-fold predictions in MLflow run {t.run_id} "
-                                  f"({type(exc).__name__})") from None
-    return out
+                missing[t.number] = f"no out-of-fold predictions in MLflow run {t.run_id} ({type(exc).__name__})"
+    return out, missing
 
 
 def select(study, tracker, size: int, metric: str) -> Selection:
-    oof = load_oof(cv_trials(study), tracker)
+    oof, missing = load_oof(cv_trials(study), tracker)
+    if not oof:
+        first = min(missing)
+        raise SearchError(f"no complete --cv trial of {study.study_name!r} has readable out-of-fold predictions "
+                          f"(trial {first}: {missing[first]})")
     # Images every trial predicted (a masked trial may have skipped a file the others read).
     common = set.intersection(*(set(o.indices.tolist()) for o in oof.values()))
     if not common:
@@ -100,7 +108,8 @@ def select(study, tracker, size: int, metric: str) -> Selection:
     weights, curve = greedy_selection(probs, labels, groups, metric, size)
     total = sum(weights.values())
     mixed = sum(probs[n] * c for n, c in weights.items()) / total
-    return Selection(metric, weights, scores(labels, mixed, groups), best_single, singles[best_single], curve)
+    return Selection(metric, weights, scores(labels, mixed, groups), best_single, singles[best_single], curve,
+                     missing)
 
 
 def build(handle, selection: Selection, tracker, cache_dir: str | None, tta: str) -> EnsemblePredictor:
