@@ -198,3 +198,10 @@ def test_warm_start_adds_a_compatible_study_s_trials_once(work):
     assert again.returncode == 0, again.stderr
     new = load(work, "new")
     assert len(new.trials) == 4 and sum(WARM in t.user_attrs for t in new.trials) == 2
+
+    import mlflow
+
+    empty = f"sqlite:///{work / 'elsewhere.db'}"
+    mlflow.MlflowClient(empty).search_experiments()  # a tracking store without the copied trials' runs
+    elsewhere = run_search(work, "evaluate", "--study-name", "new", "--trial", "0", "--tracking-uri", empty)
+    one_line_error(elsewhere, "trial 0", "copied from study old (warm start)", "--tracking-uri")

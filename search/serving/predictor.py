@@ -181,8 +181,10 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
                 meta = json.loads(tracker.download(run_id, "trial_config.json", tmp).read_text())
                 classes = list(meta["classes"])
         except Exception as exc:
-            raise SearchError(f"trial {trial.number}: its model is not in MLflow run {run_id} "
-                              f"(launched with --log-models best or none?): {type(exc).__name__}") from None
+            why = (f"copied from study {trial.warm_start['study']} (warm start), its run is in that study's MLflow "
+                   f"store: pass its --tracking-uri" if trial.warm_start else "launched with --log-models best or none?")
+            raise SearchError(f"trial {trial.number}: its model is not in MLflow run {run_id} ({why}): "
+                              f"{type(exc).__name__}") from None
         model = load_model(model_path)
     what = "the trial's model" if len(trial.fits) < 2 else "its first seed's model" if not trial.cv else "fold 0's model"
     if whole and trial.cv:
