@@ -120,6 +120,26 @@ def test_the_sampler_models_warm_started_trials_of_a_conditional_space():
     assert all(t.state == S.COMPLETE for t in new.trials)
 
 
+def test_a_trial_copied_twice_names_the_study_that_trained_it():
+    """Its MLflow run is in the store of the study that trained it, not of the one between."""
+    from search.record import WARM_START
+    from search.running.seeding import warm_copy
+
+    first = optuna.create_study()
+    first.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    second = optuna.create_study(study_name="second")
+    second.add_trials([warm_copy(t, "first") for t in first.trials])
+    second.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    third = optuna.create_study()
+    third.add_trials([warm_copy(t, "second") for t in second.trials])
+    assert [t.user_attrs[WARM_START] for t in third.trials] == [
+        {"study": "first", "trial": 0}, {"study": "first", "trial": 1}, {"study": "second", "trial": 2}]
+    from search.running.seeding import WarmStart
+
+    again = WarmStart(second, None)
+    assert again.add_to(third) == 0 and len(third.trials) == 3  # a relaunch copies none twice
+
+
 # --- through the CLI ------------------------------------------------------------------------
 
 

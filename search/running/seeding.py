@@ -213,20 +213,29 @@ class WarmStart:
 
     def add_to(self, study: optuna.Study) -> int:
         """Copy the source's finished trials not copied before; returns how many were added."""
-        done = {(w["study"], w["trial"]) for t in study.get_trials(deepcopy=False)
-                if (w := t.user_attrs.get(WARM_START))}
-        todo = [warm_copy(t, self.name) for t in self.trials() if (self.name, t.number) not in done]
+        def key(origin: dict) -> tuple:
+            return origin["study"], origin["trial"]
+
+        done = {key(w) for t in study.get_trials(deepcopy=False) if (w := t.user_attrs.get(WARM_START))}
+        todo = [warm_copy(t, self.name) for t in self.trials() if key(trained_in(t, self.name)) not in done]
         study.add_trials(todo)
         return len(todo)
 
 
+def trained_in(t: optuna.trial.FrozenTrial, source: str) -> dict:
+    """{"study", "trial"} that trained trial t of study source: itself, or for a trial source
+    copied in turn, the study it came from."""
+    return t.user_attrs.get(WARM_START) or {"study": source, "trial": t.number}
+
+
 def warm_copy(t: optuna.trial.FrozenTrial, source: str) -> optuna.trial.FrozenTrial:
     """A finished trial as the new study keeps it: parameters with their distributions, value,
-    learning curve, dates and record (MLflow run, models), and where it came from."""
+    learning curve, dates and record (MLflow run, models), and where it came from: the study
+    that trained it, kept through later warm starts, since its MLflow run is in that study's store."""
     return optuna.trial.FrozenTrial(
         number=-1, trial_id=-1, state=t.state, value=None, values=t.values, datetime_start=t.datetime_start,
         datetime_complete=t.datetime_complete, params=dict(t.params), distributions=dict(t.distributions),
-        user_attrs={**t.user_attrs, WARM_START: {"study": source, "trial": t.number}}, system_attrs={},
+        user_attrs={**t.user_attrs, WARM_START: trained_in(t, source)}, system_attrs={},
         intermediate_values=dict(t.intermediate_values))
 
 
