@@ -7,7 +7,8 @@ TEST is for diagnosis only: the winner is the objective's, whatever TEST says.
     python benchmarks/campaign.py evaluate --runs ~/bloodsearch-runs/campaign-2026-12 --study-name campaign-honest
     python benchmarks/campaign.py report --runs ~/bloodsearch-runs/campaign-2026-12 --study-name campaign-honest \
         [--replicates winner=rep-winner.json:60x80 --replicates baseline=rep-baseline.json:60x80] [--results docs/.../results.json]
-        [--earlier docs/campaigns/2026-12/results.json]  # a warm-started study: the copied trials' rows
+        [--earlier docs/campaigns/2026-12/results-campaign-honest.json]  # a warm-started study: the copied
+        # trials' rows, and the earlier study's replications of a copied winner or baseline
 
 `evaluate` is resumable (a trial whose eval-<n>.json exists is skipped). The runs folder holds
 the study's stores: optuna.db, mlflow.db and the image cache.
@@ -86,6 +87,7 @@ def rows(runs: Path, name: str, earlier: dict[int, dict] | None = None) -> list[
             "test_accuracy": test["accuracy"], "test_clean_accuracy": clean["accuracy"],
             "test_clean_ci95": clean["accuracy_ci95"], "test_clean_log_loss": clean["log_loss"],
             "test_clean_group_accuracy": clean["groups"]["group_accuracy"], "cpu_seconds": r.train_seconds,
+            **({"from": f"{r.warm_start['study']} trial {r.warm_start['trial']}"} if r.warm_start else {}),
         })
     return out
 
@@ -114,10 +116,21 @@ def replicate_summary(path: Path, resolution: str, own: float | None = None) -> 
             "resolution": resolution}
 
 
+def carried(role: str, row: dict, earlier_results: dict | None) -> dict | None:
+    """The earlier study's replications of the same trial in the same role (winner or
+    baseline), if it measured them: a copied trial is not trained again to be replicated."""
+    measured = (earlier_results or {}).get(role)
+    if not measured or (measured.get("seeds") or 1) < 2 or row.get("from") != f"{earlier_results['study']} trial {measured['trial']}":
+        return None
+    return {**measured, "trial": row["trial"],
+            "source": f"{measured['source']} (measured in {earlier_results['study']}, as its trial {measured['trial']})"}
+
+
 def report(args: argparse.Namespace) -> None:
-    earlier = None
+    earlier, earlier_results = None, None
     if args.earlier:
-        earlier = {r["trial"]: r for r in json.loads(args.earlier.read_text())["trials"]}
+        earlier_results = json.loads(args.earlier.read_text())
+        earlier = {r["trial"]: r for r in earlier_results["trials"]}
     table = rows(args.runs, args.study_name, earlier)
     criteria = {"cv_log_loss": False, "cv_accuracy": True, "cv_group_accuracy": True}
     rho = {k: spearman(table, k, hi) for k, hi in criteria.items()}
@@ -156,13 +169,16 @@ def report(args: argparse.Namespace) -> None:
         baseline = next((r for r in table if r["baseline"] and not r["baseline"].startswith("--")), None)
         for role, row in (("winner", winner), ("baseline", baseline)):
             if row is not None:
-                results[role] = {"trial": row["trial"], "test_clean_mean": round(row["test_clean_accuracy"], 4),
-                                 "test_clean_std": None, "seeds": 1, "resolution": row["what"].split()[1],
-                                 "source": "the campaign's own training (one seed)"}
+                results[role] = carried(role, row, earlier_results) or {
+                    "trial": row["trial"], "test_clean_mean": round(row["test_clean_accuracy"], 4),
+                    "test_clean_std": None, "seeds": 1, "resolution": row["what"].split()[1],
+                    "source": "the campaign's own training (one seed)"}
     for item in args.replicates:
         role, _, rest = item.partition("=")
         file, _, resolution = rest.partition(":")
         own = results.get(role, {})
+        if (own.get("seeds") or 1) > 1:
+            raise SystemExit(f"--replicates {item}: the {role} was replicated in the earlier study already")
         results[role] = replicate_summary(args.runs / file, resolution, own.get("test_clean_mean"))
         if own:
             results[role]["trial"] = own["trial"]
