@@ -17,7 +17,8 @@ DATA_ATTR = "bloodsearch.data"  # the TRAIN files a study was created on (names 
 # What gives a trial's value its meaning: fixed when the study is created. A launch or worker
 # that differs in one would compare trials measured differently (another split, another budget).
 DEFINING = {"study": "--study", "study_digest": "--study (the file's content digest)", "seed": "--seed",
-            "val_fraction": "--val-fraction", "epochs": "--epochs", "patience": "--patience", "repeats": "--repeats",
+            "val_fraction": "--val-fraction", "epochs": "--epochs", "patience": "--patience",
+            "warmup_epochs": "--warmup-epochs", "repeats": "--repeats",
             "cv": "--cv", "metric": "--metric", "tta": "--tta",
             "groups_digest": "--groups/--group-pattern (digest of TRAIN's groups)"}
 # Studies made before groups were an input split by `_<k>_` in file names, which is not a cell.
@@ -57,6 +58,7 @@ class SearchSettings:
     pruner: str = "median"
     epochs: int = 20
     patience: int = 5
+    warmup_epochs: int = 0  # the learning rate rises over these first epochs; early stopping starts after
     seed: int = 0
     timeout: float | None = None
     workers: int = 1  # 0: one per GPU (times workers_per_gpu), or one without GPUs
@@ -118,7 +120,8 @@ class SearchSettings:
                 if getattr(self, key) != getattr(given, key)]
 
     def mlflow_params(self) -> dict:
-        return {"search.epochs": self.epochs, "search.patience": self.patience, "search.seed": self.seed,
+        return {"search.epochs": self.epochs, "search.patience": self.patience,
+                "search.warmup_epochs": self.warmup_epochs, "search.seed": self.seed,
                 "search.sampler": self.sampler, "search.pruner": self.pruner, "search.study": self.study,
                 "search.val_fraction": self.val_fraction, "search.data_dir": self.data_dir,
                 "search.repeats": self.repeats, "search.sampler_seed": self.sampler_seed_base,

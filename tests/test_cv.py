@@ -1,6 +1,7 @@
 """Cross-validated trials (--cv K), the metrics a trial is judged by, test-time augmentation,
 bagged fold models and ensembles."""
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,25 @@ def test_the_best_epoch_recorded_is_the_one_early_stopping_kept():
     history = {"val_loss": [1.37, 2.35, 3.06, 3.35, 2.25, 2.26], "val_accuracy": [0.34, 0.3, 0.31, 0.33, 0.35, 0.4]}
     assert _best_epoch(history, "val_loss") == 1 and _best_epoch(history, "val_accuracy") == 6
     assert _best_epoch({}, "val_loss") == 0
+    # Early stopping does not watch the warm-up epochs, so neither does the record.
+    assert _best_epoch(history, "val_loss", warmup=2) == 5
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_a_warm_up_rises_to_the_trial_rate_then_follows_its_schedule(schedule):
+    from search.running.training import learning_rate
+    from studies import TrialConfig
+
+    config = TrialConfig(learning_rate=0.003, lr_schedule=schedule)
+    rate = learning_rate(config, steps=100, warmup_steps=10)
+    first, peak, later, last = (float(rate(step)) for step in (0, 10, 50, 99))
+    assert first < 0.0005 and math.isclose(peak, 0.003, rel_tol=1e-5)
+    if schedule == "constant":
+        assert math.isclose(later, 0.003, rel_tol=1e-5) and math.isclose(last, 0.003, rel_tol=1e-5)
+    else:
+        assert last < later < peak
+    without = learning_rate(config, steps=100)  # no warm-up: the schedule as before
+    assert (without == 0.003) if schedule == "constant" else math.isclose(float(without(0)), 0.003, rel_tol=1e-5)
 
 
 def test_ensemble_selection_picks_the_trial_better_on_every_fold():

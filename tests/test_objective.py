@@ -23,7 +23,7 @@ def test_a_cv_trial_trains_its_folds_records_them_and_logs_runs_and_models(tmp_p
     root = make_split_dataset(tmp_path / "data")
     s = SearchSettings(study="seed-fcn", study_name="in-process", storage=f"sqlite:///{tmp_path}/optuna.db",
                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(root), trials=1,
-                       cache_dir=str(tmp_path / "cache"), epochs=2, patience=2, params={"size": "16x16"}, cv=2,
+                       cache_dir=str(tmp_path / "cache"), epochs=2, patience=2, warmup_epochs=1, params={"size": "16x16"}, cv=2,
                        groups=str(root / "groups.csv"), pruner="none", metric="log-loss")
     tracker = Tracker(s.tracking_uri)
     study = optuna.create_study(study_name=s.study_name, storage=s.storage, direction="maximize")

@@ -44,6 +44,9 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--patience", type=click.IntRange(1), default=5, show_default=True,
               help="Early-stopping patience, on what --metric watches per epoch ("
                    + ", ".join(f"{m.monitor} for {name}" for name, m in REGISTRY.items()) + ").")
+@click.option("--warmup-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="The learning rate rises linearly to the trial's over these first epochs, and early stopping "
+                   "starts watching after them (a high rate can leave a fold at chance from its first steps).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
               help="Seeds the split and, with the trial number, each trial.")
 @click.option("--sampler-seed", type=click.IntRange(0),
@@ -76,7 +79,7 @@ from search.settings import LOG_MODELS, METRICS, PRUNERS, SAMPLERS, SearchSettin
 @click.option("--warm-start-storage", metavar="URL", help="Where --warm-start-from lives. [default: --storage]")
 @o.quiet
 def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, storage, tracking_uri, study_name, sampler,
-           pruner, repeats, cv, metric, tta, epochs, patience, seed, sampler_seed, timeout, workers, threads, gpus, workers_per_gpu, params, trials_per_worker, log_models,
+           pruner, repeats, cv, metric, tta, epochs, patience, warmup_epochs, seed, sampler_seed, timeout, workers, threads, gpus, workers_per_gpu, params, trials_per_worker, log_models,
            val_fraction, heartbeat_interval, grace_period, enqueue, enqueue_studies, warm_start_from,
            warm_start_storage, quiet) -> None:
     """Start a study, or continue it until it has --trials finished trials."""
@@ -98,7 +101,7 @@ def launch(study, trials, data_dir, groups_file, group_pattern, cache_dir, stora
         cache_dir=str(Path(cache_dir).expanduser().resolve()) if cache_dir else None,
         sampler=sampler, pruner=pruner or ("median" if repeats == 1 else "wilcoxon"), repeats=repeats, cv=cv,
         metric=metric or ("log-loss" if cv >= 2 else "accuracy"), tta=tta,
-        epochs=epochs, patience=patience, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers or 0,
+        epochs=epochs, patience=patience, warmup_epochs=warmup_epochs, seed=seed, sampler_seed=sampler_seed, timeout=timeout, workers=workers or 0,
         threads=threads, gpus=gpus, workers_per_gpu=workers_per_gpu or 1, params=o.parse_params(params),
         trials_per_worker=trials_per_worker, log_models=log_models,
         val_fraction=val_fraction, heartbeat_interval=heartbeat_interval, grace_period=grace_period,

@@ -43,6 +43,7 @@ class Replication:
     tta: str = "none"  # test-time augmentation of each seed's TEST predictions
     grouping: Grouping = Grouping()  # the study's groups: its folds, and what clean TEST leaves out
     metric: str = "accuracy"  # the study's: what early stopping watches (search.metrics.REGISTRY)
+    warmup: int = 0  # the study's --warmup-epochs
 
     def __post_init__(self) -> None:
         from search.tta import check_size
@@ -64,7 +65,7 @@ def of_trial(handle, trial, epochs: int | None = None, patience: int | None = No
     return Replication(f"{s.study_name}-trial{trial.number}", trial.config, s.data_dir, epochs or s.epochs,
                        patience or s.patience, s.seed if seed is None else seed, s.val_fraction,
                        {"study_name": s.study_name, "trial": trial.number}, unet=trial.unet, cv=s.cv, tta=tta,
-                       grouping=s.grouping(), metric=s.metric)
+                       grouping=s.grouping(), metric=s.metric, warmup=s.warmup_epochs)
 
 
 def of_study(study: str, fixed: dict[str, str], data_dir: str, epochs: int | None = None,
@@ -114,6 +115,7 @@ def replicate(rep: Replication, repeats: int, tracker: Tracker, cache_dir: str |
                              masker=unets(rep.config.preprocess.image, dataset.train))
     seeds = repeat_seeds(rep.seed, repeats)
     params = {**rep.config.flat(), "repeats": repeats, "epochs": rep.epochs, "patience": rep.patience,
+              "warmup_epochs": rep.warmup,
               "cv": rep.cv, "tta": rep.tta,
               "data_dir": rep.data_dir, "val_fraction": rep.val_fraction, "seeds": seeds,
               **{f"source.{k}": v for k, v in rep.source.items()}}
@@ -169,7 +171,7 @@ def _train_seed(rep, r: int, seed: int, tracker, parent, provider, test, test_ca
             data = provider.get(rep.config.preprocess, fold)
             with tempfile.TemporaryDirectory(prefix="bloodsearch-replicate-") as tmp:
                 trained = train_saved(rep.config, data, rep.epochs, rep.patience, seed, Path(tmp), fold,
-                                      callbacks=[LogEpochs(run)], metric=rep.metric)
+                                      callbacks=[LogEpochs(run)], metric=rep.metric, warmup=rep.warmup)
                 idx, p = predict_split(with_tta(trained.result.model, rep.tta), test_cache)
             probs.append(p)
             fits.append(trained.fit)

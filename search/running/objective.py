@@ -238,7 +238,7 @@ class Objective:
         state = "FAIL"
         try:
             trained = train_saved(t.config, data, s.epochs, s.patience, seed, t.held / str(index), fold,
-                                  callbacks=callbacks, metric=s.metric, tta=s.tta)
+                                  callbacks=callbacks, metric=s.metric, tta=s.tta, warmup=s.warmup_epochs)
             self._log_artifacts(t.trial, t.config, data, trained.result, seed, run)
             if t.nested and index == 0:  # the trial's own pictures are its first model's
                 self._log_artifacts(t.trial, t.config, data, trained.result, seed, t.run)

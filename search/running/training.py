@@ -33,14 +33,27 @@ def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0) -> keras
     }[name](learning_rate=learning_rate, **extra)
 
 
+def learning_rate(config: TrialConfig, steps: int, warmup_steps: int = 0):
+    """The optimizer's learning rate: a number, or a schedule of `steps` optimizer steps whose
+    first warmup_steps rise linearly from near zero to config.learning_rate. Without the rise,
+    a high rate (2.6e-3 for the FCN at batch 32) left a whole fold at chance from its first
+    step (docs/journal/2026-12-05-campaign-3.md)."""
+    cosine = config.lr_schedule == "cosine"
+    if warmup_steps <= 0:
+        return (keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, steps))
+                if cosine else config.learning_rate)
+    # alpha=1 holds the rate at the target after the rise: a constant schedule with a warm-up.
+    return keras.optimizers.schedules.CosineDecay(
+        config.learning_rate / warmup_steps, decay_steps=max(1, steps - warmup_steps), alpha=0.0 if cosine else 1.0,
+        warmup_target=config.learning_rate, warmup_steps=warmup_steps)
+
+
 def compile_model(model: keras.Model, config: TrialConfig, num_classes: int, steps: int,
-                  jit_compile: bool | str = "auto") -> None:
+                  jit_compile: bool | str = "auto", warmup_steps: int = 0) -> None:
     """steps: the most optimizer steps training can take (the cosine schedule's length)."""
     from models.layers import SparseSmoothedCrossentropy
 
-    lr = config.learning_rate
-    if config.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(1, steps))
+    lr = learning_rate(config, steps, warmup_steps)
     loss = (SparseSmoothedCrossentropy(config.label_smoothing, num_classes) if config.label_smoothing > 0
             else "sparse_categorical_crossentropy")
     model.compile(optimizer=make_optimizer(config.optimizer, lr, config.weight_decay), loss=loss,
@@ -76,36 +89,44 @@ class TrainResult:
                          model_size_mb=model_size_mb, fold=fold, val_scores=s)
 
 
-def _best_epoch(history: dict, monitor: str) -> int:
+def _best_epoch(history: dict, monitor: str, warmup: int = 0) -> int:
     """The epoch early stopping restored: the best of what it watched (val_loss for a log-loss
-    study, where the best accuracy can come epochs later than the weights kept)."""
+    study, where the best accuracy can come epochs later than the weights kept), after the
+    warm-up epochs, which early stopping does not watch."""
     from search.metrics import monitor_mode
 
     curve = np.asarray(history.get(monitor, []), dtype=float)
+    start = warmup if curve.size > warmup else 0
+    curve = curve[start:]
     if not curve.size or np.isnan(curve).all():
         return 0
-    return int(np.nanargmin(curve) if monitor_mode(monitor) == "min" else np.nanargmax(curve)) + 1
+    return start + int(np.nanargmin(curve) if monitor_mode(monitor) == "min" else np.nanargmax(curve)) + 1
 
 
 def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int,
           callbacks: list[keras.callbacks.Callback] = (), metric: str = "accuracy",
-          tta: str = "none") -> TrainResult:
+          tta: str = "none", warmup: int = 0) -> TrainResult:
     """metric: what the study optimises (search.metrics.REGISTRY); early stopping watches its
-    Keras monitor and restores the best of it. tta: how validation predictions are made."""
+    Keras monitor and restores the best of it. tta: how validation predictions are made.
+    warmup: epochs over which the learning rate rises to config's; early stopping starts
+    watching after them."""
     from search.metrics import metric as metric_of, monitor_mode
 
     monitor = metric_of(metric).monitor
+    warmup = min(warmup, epochs - 1)  # early stopping watches at least the last epoch
     keras.utils.set_random_seed(seed)
     pre = config.preprocess
     model = build_model(config.model, (*pre.size, pre.channels), data.num_classes,
                         scaling=(data.stats.kind, data.stats.mean, data.stats.std))
     # Refused before training, not killed by the kernel mid-epoch: a huge size or depth.
     check_memory(*training_bytes(model, min(config.batch_size, len(data.split.train))))
-    compile_model(model, config, data.num_classes, epochs * math.ceil(len(data.split.train) / config.batch_size))
+    per_epoch = math.ceil(len(data.split.train) / config.batch_size)
+    compile_model(model, config, data.num_classes, epochs * per_epoch, warmup_steps=warmup * per_epoch)
     train_ds = make_batches(data.cache, data.split.train, config.batch_size, shuffle=True, seed=seed)
     val_ds = make_batches(data.cache, data.split.val, config.batch_size)
     stop = keras.callbacks.EarlyStopping(monitor=monitor, mode=monitor_mode(monitor),
-                                         patience=patience, restore_best_weights=True)
+                                         patience=patience, restore_best_weights=True,
+                                         start_from_epoch=warmup)
     started = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
                         callbacks=[keras.callbacks.TerminateOnNaN(), stop, *callbacks]).history
@@ -125,7 +146,7 @@ def train(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed
     chance = 1.0 / data.num_classes
     return TrainResult(
         model=model, history=history, best_val_accuracy=float(best),
-        best_epoch=_best_epoch(history, monitor),
+        best_epoch=_best_epoch(history, monitor, warmup),
         epochs_run=len(history.get("loss", [])), train_seconds=seconds,
         params_count=count_trainable(model), diverged=diverged,
         converged=not diverged and best >= chance + CONVERGENCE_MARGIN,
@@ -145,10 +166,10 @@ class Trained:
 
 def train_saved(config: TrialConfig, data: TrialData, epochs: int, patience: int, seed: int, model_dir: Path,
                 fold: int | None = None, callbacks: list[keras.callbacks.Callback] = (), metric: str = "accuracy",
-                tta: str = "none") -> Trained:
+                tta: str = "none", warmup: int = 0) -> Trained:
     """train(), then the model saved under model_dir and its fit recorded with the saved size
     (optimizer state included, as the study measured model size)."""
-    result = train(config, data, epochs, patience, seed, callbacks=callbacks, metric=metric, tta=tta)
+    result = train(config, data, epochs, patience, seed, callbacks=callbacks, metric=metric, tta=tta, warmup=warmup)
     path = model_dir / "model" / "model.keras"
     path.parent.mkdir(parents=True)
     result.model.save(path)
