@@ -9,6 +9,8 @@ TEST is for diagnosis only: the winner is the objective's, whatever TEST says.
         [--replicates winner=rep-winner.json:60x80 --replicates baseline=rep-baseline.json:60x80] [--results docs/.../results.json]
         [--earlier docs/campaigns/2026-12/results-campaign-honest.json]  # a warm-started study: the copied
         # trials' rows, and the earlier study's replications of a copied winner or baseline
+        [--recorded docs/campaigns/2026-12/recorded-warmup-2.json]  # trials whose models were lost with
+        # their store: the TEST figures an earlier report printed
 
 `evaluate` is resumable (a trial whose eval-<n>.json exists is skipped). The runs folder holds
 the study's stores: optuna.db, mlflow.db and the image cache.
@@ -62,20 +64,34 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"trial {record.number}: evaluated", flush=True)
 
 
-def rows(runs: Path, name: str, earlier: dict[int, dict] | None = None) -> list[dict]:
+def _test_figures(path: Path) -> dict:
+    test = json.loads(path.read_text())["splits"]["TEST"]
+    clean = test["clean"]
+    return {"test_accuracy": test["accuracy"], "test_clean_accuracy": clean["accuracy"],
+            "test_clean_ci95": clean["accuracy_ci95"], "test_clean_log_loss": clean["log_loss"],
+            "test_clean_group_accuracy": clean["groups"]["group_accuracy"]}
+
+
+def rows(runs: Path, name: str, earlier: dict[int, dict] | None = None,
+         recorded: dict[int, dict] | None = None) -> list[dict]:
     """A row per complete trial evaluated on TEST. earlier: the rows of the study a warm start
     copied trials from (its results.json), by trial number there: a copied trial keeps its
-    figures, measured once, with no model to evaluate again."""
+    figures, measured once, with no model to evaluate again. recorded: TEST figures of this
+    study's own trials, by trial number, that an earlier report printed before the store
+    holding their models was lost (--recorded)."""
     out = []
     for r in finished(runs, name):
         path = runs / f"eval-{r.number}.json"
-        if not path.exists():
+        if path.exists():
+            figures = _test_figures(path)
+        elif recorded and r.number in recorded:
+            figures = {**recorded[r.number], "test_recorded": True}
+        else:
             if r.warm_start and earlier and r.warm_start["trial"] in earlier:
                 out.append({**earlier[r.warm_start["trial"]], "trial": r.number,
                             "from": f"{r.warm_start['study']} trial {r.warm_start['trial']}"})
             continue
-        test = json.loads(path.read_text())["splits"]["TEST"]
-        clean, c = test["clean"], r.config
+        c = r.config
         out.append({
             "trial": r.number, "baseline": r.enqueued,
             "what": (f"{c.model.arch} {c.preprocess.size_text} depth {len(c.model.kernels)} kernel "
@@ -83,10 +99,8 @@ def rows(runs: Path, name: str, earlier: dict[int, dict] | None = None) -> list[
                      f"aug {getattr(c.model, 'augment', 'none')} batch {c.batch_size} lr {c.learning_rate:.2g}"),
             "cv_log_loss": r.mean_score("log-loss"), "cv_accuracy": r.mean_score("accuracy"),
             "cv_group_accuracy": r.mean_score("group-accuracy"),
-            "fold_accuracies": [round(f.val_accuracy, 4) for f in r.fits],
-            "test_accuracy": test["accuracy"], "test_clean_accuracy": clean["accuracy"],
-            "test_clean_ci95": clean["accuracy_ci95"], "test_clean_log_loss": clean["log_loss"],
-            "test_clean_group_accuracy": clean["groups"]["group_accuracy"], "cpu_seconds": r.train_seconds,
+            "fold_accuracies": [round(f.val_accuracy, 4) for f in r.fits], **figures,
+            "cpu_seconds": r.train_seconds,
             **({"from": f"{r.warm_start['study']} trial {r.warm_start['trial']}"} if r.warm_start else {}),
         })
     return out
@@ -105,11 +119,14 @@ def replicate_summary(path: Path, resolution: str, own: float | None = None) -> 
     """`search replicate --json`'s per-seed clean TEST accuracies, their mean and spread; own:
     the campaign's own training of the same configuration on the same folds (another seed),
     counted first."""
-    import statistics
-
     data = json.loads(path.read_text())
     seeds = [s for s in data["seeds"] if s.get("test_clean_accuracy") is not None]
-    values = ([own] if own is not None else []) + [s["test_clean_accuracy"] for s in seeds]
+    return summary(([own] if own is not None else []) + [s["test_clean_accuracy"] for s in seeds], resolution)
+
+
+def summary(values: list[float], resolution: str) -> dict:
+    import statistics
+
     return {"test_clean_mean": round(statistics.mean(values), 4),
             "test_clean_std": round(statistics.stdev(values), 4) if len(values) > 1 else None,
             "test_clean": [round(v, 4) for v in values], "seeds": len(values),
@@ -131,7 +148,13 @@ def report(args: argparse.Namespace) -> None:
     if args.earlier:
         earlier_results = json.loads(args.earlier.read_text())
         earlier = {r["trial"]: r for r in earlier_results["trials"]}
-    table = rows(args.runs, args.study_name, earlier)
+    recorded, data = None, {}
+    if args.recorded:
+        data = json.loads(args.recorded.read_text())
+        if data["study"] != args.study_name:
+            raise SystemExit(f"--recorded {args.recorded}: figures of study {data['study']}, not {args.study_name}")
+        recorded = {int(n): figures for n, figures in data.get("trials", {}).items()}
+    table = rows(args.runs, args.study_name, earlier, recorded)
     criteria = {"cv_log_loss": False, "cv_accuracy": True, "cv_group_accuracy": True}
     rho = {k: spearman(table, k, hi) for k, hi in criteria.items()}
     print("| trial | configuration | CV log-loss (objective) | CV accuracy (folds) | CV per-group | TEST "
@@ -141,6 +164,7 @@ def report(args: argparse.Namespace) -> None:
         lo, hi = r["test_clean_ci95"]
         mark = f" (baseline: {r['baseline']})" if r["baseline"] else ""
         mark += f" ({r['from']})" if r.get("from") else ""
+        mark += " (TEST as recorded before its models were lost)" if r.get("test_recorded") else ""
         print(f"| {r['trial']}{mark} | {r['what']} | {r['cv_log_loss']:.3f} | {r['cv_accuracy']:.3f} "
               f"({', '.join(f'{a:.2f}' for a in r['fold_accuracies'])}) | {r['cv_group_accuracy']:.3f} "
               f"| {r['test_accuracy']:.3f} | {r['test_clean_accuracy']:.3f} [{lo:.3f}, {hi:.3f}] "
@@ -173,6 +197,11 @@ def report(args: argparse.Namespace) -> None:
                     "trial": row["trial"], "test_clean_mean": round(row["test_clean_accuracy"], 4),
                     "test_clean_std": None, "seeds": 1, "resolution": row["what"].split()[1],
                     "source": "the campaign's own training (one seed)"}
+    # A study whose trials are all --enqueue'd or searched has no baseline of its own: the
+    # study's configuration, measured on the same folds by another study, is --recorded.
+    if "baseline" not in results and "baseline" in data:
+        base = data["baseline"]
+        results["baseline"] = {**summary(base["test_clean"], base["resolution"]), "source": base["source"]}
     for item in args.replicates:
         role, _, rest = item.partition("=")
         file, _, resolution = rest.partition(":")
@@ -202,6 +231,8 @@ def main() -> None:
                            help="A `search replicate --json` output in --runs and its resolution, as winner= or "
                                 "baseline=.")
             p.add_argument("--results", type=Path, help="Write results.json here.")
+            p.add_argument("--recorded", type=Path, help="TEST figures of this study's trials whose models were "
+                                                          "lost, as an earlier report printed them (JSON).")
             p.add_argument("--earlier", type=Path, help="The results.json of the study a warm start copied trials "
                                                         "from: their rows, measured there.")
     args = parser.parse_args()
