@@ -218,3 +218,16 @@ def test_compare_command(study_dir):
     assert (study_dir / "cmp.png").stat().st_size > 1000
     missing = run_search(study_dir, "compare", "--study-name", "seed-fcn", "--study-name", "nope")
     assert missing.returncode == 2 and "no study named 'nope'" in missing.stderr
+
+
+def test_evaluate_names_a_tracking_store_without_the_trials_run(study_dir, tmp_path):
+    # A study's MLflow store moved or lost (a new machine): the error says the run is missing
+    # from that store, not that the model was never logged.
+    from mlflow import MlflowClient
+
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    MlflowClient(tracking_uri=elsewhere).search_experiments()  # an existing store, of other runs
+    done = run_search(study_dir, "evaluate", "--study-name", "seed-fcn", "--trial", "0", "--tracking-uri", elsewhere)
+    assert done.returncode != 0
+    line = done.stderr.strip().splitlines()[-1]
+    assert "no such run in the tracking store" in line and "elsewhere.db" in line

@@ -181,8 +181,13 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
                 meta = json.loads(tracker.download(run_id, "trial_config.json", tmp).read_text())
                 classes = list(meta["classes"])
         except Exception as exc:
-            why = (f"copied from study {trial.warm_start['study']} (warm start), its run is in that study's MLflow "
-                   f"store: pass its --tracking-uri" if trial.warm_start else "launched with --log-models best or none?")
+            if trial.warm_start:
+                why = (f"copied from study {trial.warm_start['study']} (warm start), its run is in that study's "
+                       f"MLflow store: pass its --tracking-uri")
+            elif not tracker.has_run(run_id):
+                why = f"no such run in the tracking store {tracker.uri}: pass the study's --tracking-uri, or was it lost?"
+            else:
+                why = "launched with --log-models best or none?"
             raise SearchError(f"trial {trial.number}: its model is not in MLflow run {run_id} ({why}): "
                               f"{type(exc).__name__}") from None
         model = load_model(model_path)
