@@ -9,14 +9,15 @@ Needs PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres); creates and drop
 databases. Everything runs through the real `search launch` CLI.
 
     python benchmarks/scale.py --simulate 10,100,1000 [--via direct,proxy] [--trial-seconds 10]
-                               [--trials-per-worker 3] [--json]
+                               [--trials-per-worker 3] [--fresh-for 0,1] [--json]
 
 The coordination cost of one study with many workers, directly on PostgreSQL and through the
 storage proxy (`search proxy`, grpc://): simulated workers (threads running our worker's real
 code path with sleep-trials instead of training: benchmarks/simulated_workers.py says exactly
 what a simulated worker is), each study aiming at workers x --trials-per-worker trials. Says
 trials per second, ask and tell latency p50/p99, peak database connections (pg_stat_activity,
-polled every 0.5 s) and trials lost or counted twice. Runs on a private PostgreSQL cluster
+polled every 0.5 s), trials lost or counted twice and, through the proxy, the GetTrials calls
+per complete trial. Runs on a private PostgreSQL cluster
 with the default max_connections of 100 (initdb as in benchmarks/chaos.py), so the machine's
 PostgreSQL and whoever uses it are never short of connections.
 """
@@ -111,13 +112,16 @@ def main() -> None:
     p.add_argument("--trial-seconds", type=float, default=10.0, help="with --simulate: each trial's mean sleep")
     p.add_argument("--trials-per-worker", type=int, default=3, help="with --simulate: the study's target / workers")
     p.add_argument("--threads-per-process", type=int, default=250, help="with --simulate")
+    p.add_argument("--fresh-for", help="with --simulate, through the proxy: the client's snapshot time(s) in seconds, "
+                                       "e.g. 0,1 (0: Optuna's client, every read a GetTrials); default as shipped")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.simulate:
         from benchmarks.scale_simulated import simulate
 
         simulate([int(n) for n in args.simulate.split(",")], args.via.split(","), args.trial_seconds,
-                 args.trials_per_worker, args.threads_per_process, args.json)
+                 args.trials_per_worker, args.threads_per_process, args.json,
+                 [float(x) for x in args.fresh_for.split(",")] if args.fresh_for else [None])
         return
     result: dict = {"machine": f"{os.cpu_count()} cores", "throughput": {}, "overhead": {}}
     with tempfile.TemporaryDirectory(prefix="bloodsearch-scale-") as tmp:

@@ -66,7 +66,8 @@ def _start_proxy(direct: str) -> tuple[subprocess.Popen, str]:
     return proc, f"grpc://127.0.0.1:{port}"
 
 
-def _run_children(storage: str, workers: int, target: int, trial_seconds: float, per_process: int) -> list[dict]:
+def _run_children(storage: str, workers: int, target: int, trial_seconds: float, per_process: int,
+                  fresh_for: float | None) -> list[dict]:
     processes = math.ceil(workers / per_process)
     ramp = max(2.0, workers / 50)
     payload = _settings(storage, target).to_payload()
@@ -74,7 +75,8 @@ def _run_children(storage: str, workers: int, target: int, trial_seconds: float,
     for k in range(processes):
         count = workers // processes + (1 if k < workers % processes else 0)
         proc = subprocess.Popen([sys.executable, str(CHILD), "--workers", str(count), "--first-index", str(first),
-                                 "--trial-seconds", str(trial_seconds), "--ramp", str(ramp)], cwd=ROOT,
+                                 "--trial-seconds", str(trial_seconds), "--ramp", str(ramp),
+                                 *(["--fresh-for", str(fresh_for)] if fresh_for is not None else [])], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proc.stdin.write(payload + "\n")
@@ -120,7 +122,9 @@ def _check(url: str, target: int, told: list[tuple[int, float]]) -> dict:
             "trials_per_s": round(len(complete) / seconds, 2) if seconds else None}
 
 
-def run_one(pg, via: str, workers: int, trial_seconds: float, per_worker: int, per_process: int) -> dict:
+def run_one(pg, via: str, workers: int, trial_seconds: float, per_worker: int, per_process: int,
+            fresh_for: float | None = None) -> dict:
+    """fresh_for: through the proxy, search.stores.proxy.FRESH_FOR_S in the workers (None: as shipped)."""
     from benchmarks.scale import ConnectionSampler
 
     database = f"sim_{via}_{workers}_{int(time.time())}"
@@ -135,7 +139,8 @@ def run_one(pg, via: str, workers: int, trial_seconds: float, per_worker: int, p
             proxy, storage = _start_proxy(direct)
         started = time.perf_counter()
         with ConnectionSampler(database, pg.port) as connections:
-            results = _run_children(storage, workers, target, trial_seconds, per_process)
+            results = _run_children(storage, workers, target, trial_seconds, per_process,
+                                    fresh_for if via == "proxy" else None)
         wall = time.perf_counter() - started
     finally:
         if proxy is not None:
@@ -147,18 +152,28 @@ def run_one(pg, via: str, workers: int, trial_seconds: float, per_worker: int, p
     told = [tuple(c) for r in results for c in r["completed"]]
     errors: dict[str, int] = {}
     exits: dict[str, int] = {}
+    rpcs: dict[str, int] = {}
     for r in results:
+        for k, v in r.get("rpcs", {}).items():
+            rpcs[k] = rpcs.get(k, 0) + v
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
         for k, v in r["exits"].items():
             exits[k] = exits.get(k, 0) + v
     checked = _check(direct, target, told)
     _drop(pg, database)  # and with it this process's idle connections to it
-    return {"via": via, "workers": workers, "processes": math.ceil(workers / per_process), "wall_s": round(wall, 1),
+    if via == "proxy":
+        from search.stores.proxy import FRESH_FOR_S
+
+        fresh_for = FRESH_FOR_S if fresh_for is None else fresh_for
+    return {"via": via if via != "proxy" else f"proxy (snapshot {fresh_for:g} s)", "fresh_for_s": fresh_for,
+            "workers": workers, "processes": math.ceil(workers / per_process), "wall_s": round(wall, 1),
             **checked, "peak_db_connections": connections.peak,
             "ask_p50_ms": _ms(percentile(ask, 50)), "ask_p99_ms": _ms(percentile(ask, 99)),
             "tell_p50_ms": _ms(percentile(tell, 50)), "tell_p99_ms": _ms(percentile(tell, 99)),
-            "asks": len(ask), "workers_ended_on_error": sum(errors.values()), "errors": errors, "exits": exits}
+            "asks": len(ask), "workers_ended_on_error": sum(errors.values()), "errors": errors, "exits": exits,
+            "rpcs": rpcs, "get_trials_per_trial": round(rpcs["GetTrials"] / checked["complete"], 1)
+            if rpcs.get("GetTrials") and checked["complete"] else None}
 
 
 def _drop(pg, database: str) -> None:
@@ -170,7 +185,7 @@ def _drop(pg, database: str) -> None:
 
 
 def simulate(counts: list[int], vias: list[str], trial_seconds: float, per_worker: int, per_process: int,
-             as_json: bool) -> None:
+             as_json: bool, fresh_for: list[float | None] = (None,)) -> None:
     from benchmarks.chaos import PrivatePostgres, quiet_port
 
     pg = PrivatePostgres(quiet_port(set()))
@@ -181,8 +196,8 @@ def simulate(counts: list[int], vias: list[str], trial_seconds: float, per_worke
     rows = []
     try:
         for workers in counts:
-            for via in vias:
-                row = run_one(pg, via, workers, trial_seconds, per_worker, per_process)
+            for via, fresh in [(v, f) for v in vias for f in (fresh_for if v == "proxy" else [None])]:
+                row = run_one(pg, via, workers, trial_seconds, per_worker, per_process, fresh)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
@@ -193,9 +208,10 @@ def simulate(counts: list[int], vias: list[str], trial_seconds: float, per_worke
         return
     print(f"\n{machine}; trials sleep {trial_seconds:g} s on average; PostgreSQL max_connections {MAX_CONNECTIONS}")
     print("| via | workers | trials (target) | trials/s | ask p50 / p99 ms | tell p50 / p99 ms | peak DB connections "
-          "| lost | duplicated | workers ended on an error |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| lost | duplicated | workers ended on an error | GetTrials per trial |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['via']} | {r['workers']} | {r['complete']} ({r['target']}) | {r['trials_per_s']} "
               f"| {r['ask_p50_ms']} / {r['ask_p99_ms']} | {r['tell_p50_ms']} / {r['tell_p99_ms']} "
-              f"| {r['peak_db_connections']} | {r['lost']} | {r['duplicated']} | {r['workers_ended_on_error']} |")
+              f"| {r['peak_db_connections']} | {r['lost']} | {r['duplicated']} | {r['workers_ended_on_error']} "
+              f"| {r['get_trials_per_trial'] if r['get_trials_per_trial'] is not None else '-'} |")

@@ -58,6 +58,7 @@ class Measurements:
         self.completed: list[tuple[int, float]] = []  # (trial number, value) told COMPLETE
         self.errors: Counter = Counter()
         self.exits: Counter = Counter()
+        self.rpcs: Counter = Counter()  # through the storage proxy: gRPC calls by name
 
     def add(self, kind: str, seconds: float) -> None:
         with self.lock:
@@ -112,6 +113,17 @@ def install_seams(trial_seconds: float, m: Measurements) -> None:
     optuna.study.Study.ask = timed_ask
     optimize_module._tell_with_warning = timed_tell
 
+    import search.stores.proxy as proxy_module
+
+    stub_method = proxy_module._OutageStub.__getattr__
+
+    def counted(self, name: str):
+        with m.lock:
+            m.rpcs[name] += 1
+        return stub_method(self, name)
+
+    proxy_module._OutageStub.__getattr__ = counted
+
 
 def one_worker(settings, index: int, delay: float, m: Measurements) -> None:
     from search.running.worker import run_worker
@@ -136,7 +148,13 @@ def main() -> None:
     p.add_argument("--first-index", type=int, default=0, help="this process's first worker index (sampler seeds)")
     p.add_argument("--trial-seconds", type=float, default=10.0)
     p.add_argument("--ramp", type=float, default=10.0, help="workers start spread over this many seconds")
+    p.add_argument("--fresh-for", type=float, help="through the proxy: search.stores.proxy.FRESH_FOR_S (0: Optuna's "
+                                                   "client, every read asks the proxy)")
     args = p.parse_args()
+    if args.fresh_for is not None:
+        import search.stores.proxy
+
+        search.stores.proxy.FRESH_FOR_S = args.fresh_for
     logging.basicConfig(level=logging.ERROR)
     import optuna
 
@@ -155,7 +173,7 @@ def main() -> None:
     for t in threads:
         t.join()
     print(json.dumps({"ask": m.ask, "tell": m.tell, "completed": m.completed, "errors": dict(m.errors),
-                      "exits": dict(m.exits)}))
+                      "exits": dict(m.exits), "rpcs": dict(m.rpcs)}))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,44 @@ def test_a_trial_that_stops_beating_is_failed_and_retried_through_the_proxy(prox
     assert len(retry) == 1 and retry[0].system_attrs["failed_trial"] == dead.number
 
 
+def test_the_reads_between_two_trials_are_one_get_trials_and_a_write_is_seen_at_once(proxy, monkeypatch):
+    """A worker reads the study three times between two trials (stop rule, stale check, a
+    queued trial); through the proxy each read returns every running trial, so the client
+    answers a read within FRESH_FOR_S from its last one, unless it has written since."""
+    from collections import Counter
+
+    import search.stores.proxy as proxy_module
+    from search.stores.storage import open_storage
+
+    clock = [1000.0]
+    monkeypatch.setattr(proxy_module, "_now", lambda: clock[0])
+    storage = open_storage(proxy[0])
+    study = optuna.create_study(study_name="fresh", storage=storage)
+    calls: Counter = Counter()
+
+    class Counting:
+        def __init__(self, stub) -> None:
+            self.stub = stub
+
+        def __getattr__(self, name: str):
+            calls[name] += 1
+            return getattr(self.stub, name)
+
+    storage._cache.grpc_client = Counting(storage._cache.grpc_client)
+    S = optuna.trial.TrialState
+    mine = study.ask()
+    calls.clear()
+    for states in ((S.RUNNING, S.WAITING), (S.RUNNING,), (S.WAITING,)):
+        study.get_trials(deepcopy=False, states=states)
+    assert calls["GetTrials"] == 1
+    study.tell(mine, 1.0)  # this client's write: the next read asks the proxy
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [S.COMPLETE] and calls["GetTrials"] == 2
+    optuna.load_study(study_name="fresh", storage=open_storage(proxy[0])).ask()  # another worker's trial
+    assert len(study.get_trials(deepcopy=False)) == 1  # within FRESH_FOR_S of the last read
+    clock[0] += proxy_module.FRESH_FOR_S
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [S.COMPLETE, S.RUNNING]
+
+
 def test_an_unreachable_proxy_is_one_line(tmp_path):
     url = f"grpc://127.0.0.1:{free_port()}"
     done = subprocess.run(search_cmd("studies", "--storage", url), capture_output=True, text=True, timeout=120)

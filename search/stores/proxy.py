@@ -11,7 +11,13 @@ Every process on a study must use the same kind of storage: a worker on PostgreS
 does not see proxy beats (they are not in trial_heartbeats), and would fail proxied trials.
 
 gRPC transport errors (proxy down, its database down) become StorageInternalError, which the
-launcher and workers already ride out as an outage."""
+launcher and workers already ride out as an outage.
+
+Each read of a study's trials through Optuna's client is a GetTrials that returns every
+unfinished trial, and the proxy's work grows with their number (docs/benchmarks.md). A worker
+reads three times back to back between two trials (our stop rule, Optuna's stale-trial check,
+`Study.ask` looking for a queued trial), so a read within FRESH_FOR_S of the last one, with no
+write by this client between, is answered from that snapshot."""
 from __future__ import annotations
 
 import logging
@@ -34,6 +40,9 @@ SCHEME = "grpc://"
 DEFAULT_PORT = 13000
 HEARTBEAT_ATTR = "bloodsearch:heartbeat"
 CHECK_TIMEOUT_S = 5.0
+# Far below a heartbeat's grace period (20 s by default), so the stale check is as good, and
+# above the few milliseconds between the reads at a trial boundary on a loaded machine.
+FRESH_FOR_S = 1.0
 # Codes Optuna's client turns into KeyError, DuplicatedStudyError, UpdateFinishedTrialError
 # and ValueError; every other code is the transport or the proxy's database failing.
 _SEMANTIC = {"NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "INVALID_ARGUMENT"}
@@ -77,16 +86,20 @@ def rpc_line(exc: Exception) -> str:
 
 
 class _OutageStub:
-    """The client's stub with transport failures raised as StorageInternalError."""
+    """The client's stub with transport failures raised as StorageInternalError; every call
+    other than a read is reported to on_write first."""
 
-    def __init__(self, stub: Any, where: str) -> None:
-        self._stub, self._where = stub, where
+    def __init__(self, stub: Any, where: str, on_write: Callable[[], None] = lambda: None) -> None:
+        self._stub, self._where, self._on_write = stub, where, on_write
 
     def __getattr__(self, name: str) -> Callable:
         method = getattr(self._stub, name)
         grpc = _grpc()
+        writes = not name.startswith("Get")
 
         def call(*args, **kwargs):
+            if writes:
+                self._on_write()
             try:
                 return method(*args, **kwargs)
             except grpc.RpcError as exc:
@@ -94,6 +107,33 @@ class _OutageStub:
                     raise
                 raise StorageInternalError(f"storage proxy {self._where}: {rpc_line(exc)}") from exc
         return call
+
+
+def _fresh_cache(stub: Any):
+    """Optuna's client cache, which skips a study's GetTrials made within FRESH_FOR_S of the
+    last one unless this client has written since (its own writes are seen at once: a trial it
+    created or finished, a beat)."""
+    from optuna.storages._grpc.client import GrpcClientCache
+
+    class FreshCache(GrpcClientCache):
+        def __init__(self, grpc_client: Any) -> None:
+            super().__init__(grpc_client)
+            self.writes = 0  # a count, not a flag: a beat from the heartbeat thread may land mid-read
+            self.synced: dict[int, tuple[float, int]] = {}  # study id: (read answered, writes before it)
+
+        def written(self) -> None:
+            self.writes += 1
+
+        def _read_trials_from_remote_storage(self, study_id: int) -> None:  # called under self.lock
+            last = self.synced.get(study_id)
+            if last and study_id in self.studies and last[1] == self.writes and _now() - last[0] < FRESH_FOR_S:
+                return
+            writes = self.writes
+            super()._read_trials_from_remote_storage(study_id)
+            # From the answer, not the request: on a busy proxy one GetTrials takes seconds.
+            self.synced[study_id] = (_now(), writes)
+
+    return FreshCache(stub)
 
 
 class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
@@ -110,11 +150,12 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
 
     def _setup(self) -> None:
         from optuna.storages._grpc.auto_generated import api_pb2_grpc
-        from optuna.storages._grpc.client import GrpcClientCache, create_insecure_channel
+        from optuna.storages._grpc.client import create_insecure_channel
 
         self._channel = create_insecure_channel(self._host, self._port)
-        self._stub = _OutageStub(api_pb2_grpc.StorageServiceStub(self._channel), f"{self._host}:{self._port}")
-        self._cache = GrpcClientCache(self._stub)
+        self._stub = _OutageStub(api_pb2_grpc.StorageServiceStub(self._channel), f"{self._host}:{self._port}",
+                                 on_write=lambda: self._cache.written())
+        self._cache = _fresh_cache(self._stub)
 
     def record_heartbeat(self, trial_id: int) -> None:
         # A new value each beat: staleness is "unchanged for the grace period", not a time.
