@@ -11,6 +11,8 @@ TEST is for diagnosis only: the winner is the objective's, whatever TEST says.
         # trials' rows, and the earlier study's replications of a copied winner or baseline
         [--recorded docs/campaigns/2026-12/recorded-warmup-2.json]  # trials whose models were lost with
         # their store: the TEST figures an earlier report printed
+    python benchmarks/campaign.py pool docs/campaigns/2026-12/results-*.json docs/campaigns/2026-12/recorded-honest-folds.json
+        # the rank check over every complete trial of several studies trained on the same folds
 
 `evaluate` is resumable (a trial whose eval-<n>.json exists is skipped). The runs folder holds
 the study's stores: optuna.db, mlflow.db and the image cache.
@@ -218,6 +220,30 @@ def report(args: argparse.Namespace) -> None:
         args.results.write_text(json.dumps(results, indent=1) + "\n")
 
 
+def pool(args: argparse.Namespace) -> None:
+    """One rank check over the complete trials of several studies on the same folds, objective
+    and epochs: a campaign on this machine finishes too few trials for one of its own. Each
+    file is a results.json (its study's trials) or a list of trials that name their study."""
+    table, seen = [], set()
+    for path in args.files:
+        data = json.loads(path.read_text())
+        for row in data["trials"]:
+            if row.get("from"):
+                continue  # a warm-started copy: counted in the study it ran in
+            key = (row.get("study") or data["study"], row["trial"])
+            if key in seen:
+                raise SystemExit(f"{path}: {key[0]} trial {key[1]} is in two of the files")
+            seen.add(key)
+            table.append({**row, "study": key[0]})
+    print("| study | trial | configuration | CV log-loss (objective) | clean TEST |")
+    print("|---|---|---|---|---|")
+    for r in sorted(table, key=lambda r: r["cv_log_loss"]):
+        print(f"| {r['study']} | {r['trial']} | {r['what']} | {r['cv_log_loss']:.3f} | {r['test_clean_accuracy']:.3f} |")
+    studies = sorted({r["study"] for r in table})
+    print(f"\nSpearman of CV log-loss (signed so +1 ranks as clean TEST does) against clean TEST accuracy over "
+          f"{len(table)} trials of {len(studies)} studies ({', '.join(studies)}): {spearman(table, 'cv_log_loss', False)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,7 +261,11 @@ def main() -> None:
                                                           "lost, as an earlier report printed them (JSON).")
             p.add_argument("--earlier", type=Path, help="The results.json of the study a warm start copied trials "
                                                         "from: their rows, measured there.")
+    p = sub.add_parser("pool", help="one rank check over several studies' complete trials on the same folds")
+    p.add_argument("files", nargs="+", type=Path, help="results.json files, and lists of recorded trials")
     args = parser.parse_args()
+    if args.command == "pool":
+        return pool(args)
     global STORAGE
     STORAGE = args.storage
     (evaluate if args.command == "evaluate" else report)(args)
