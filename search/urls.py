@@ -13,6 +13,7 @@ user meant, before any library sees it."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 MASK = "***"
@@ -116,6 +117,11 @@ def absolute_sqlite(url: str) -> str:
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url.startswith(prefix + "/") or url[len(prefix):] in ("", ":memory:"):
         return url
-    from pathlib import Path
-
     return prefix + str(Path(url[len(prefix):]).expanduser().resolve())
+
+
+def sqlite_path(url: str | None) -> Path | None:
+    """The file of a sqlite:/// URL; None for any other store (a server keeps its own files)."""
+    if not url or not url.startswith("sqlite:///") or url[len("sqlite:///"):] in ("", ":memory:"):
+        return None
+    return Path(url[len("sqlite:///"):]).expanduser()

@@ -107,3 +107,18 @@ def test_launches_opening_a_new_tracking_store_together_all_succeed(tmp_path):
     """Seen starting two campaign studies at once: both migrated the new mlflow.db and one
     died with "duplicate column name: step"."""
     assert _together(_open_tracking, f"sqlite:///{tmp_path / 'mlflow.db'}", 3) == ["ok"] * 3
+
+
+def test_a_sqlite_tracking_store_keeps_its_models_beside_it_whatever_the_working_folder(tmp_path, monkeypatch):
+    """MLflow's default put a database store's artifacts in ./mlruns of the folder a launch
+    started in: the campaign's models were in the work tree, its mlflow.db elsewhere."""
+    from search.stores.tracking import Tracker
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    run_id = tracker.start_trial("s", None, "s-0", {}, {})
+    tracker.log_text(run_id, "kept", "note.txt")
+    assert list((tmp_path / "runs" / "mlruns" / "s").glob("*/artifacts/note.txt"))
+    assert not (tmp_path / "elsewhere" / "mlruns").exists()

@@ -15,19 +15,13 @@ from pathlib import Path
 from typing import Iterable
 
 from search.errors import SearchError
+from search.urls import sqlite_path
 
 MARKER = ".bloodsearch-export.json"
 # What no export writes but a study's folder holds: its stores.
 STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 STORE_FOLDERS = ("mlruns", "mlartifacts")
 SHOWN = 8  # entries named in an error line; the rest are counted
-
-
-def sqlite_path(url: str | None) -> Path | None:
-    """The file of a sqlite:/// URL; None for any other store (a server keeps its own files)."""
-    if not url or not url.startswith("sqlite:///") or url[len("sqlite:///"):] in ("", ":memory:"):
-        return None
-    return Path(url[len("sqlite:///"):]).expanduser()
 
 
 def protected(storage: str | None = None, tracking_uri: str | None = None, data_dir: str | None = None,

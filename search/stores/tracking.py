@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from search.urls import is_redacted, redact
+from search.urls import is_redacted, redact, sqlite_path
 from search.errors import SearchError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -99,6 +99,14 @@ def _first_open_lock(uri: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def artifact_location(uri: str, study_name: str) -> str | None:
+    """Beside a sqlite:/// tracking store, its models and files: MLflow's default for a
+    database store is ./mlruns of whichever folder the first process started in, so a store
+    moved or backed up as its folder lost its models. None (the server's root) for a server."""
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "mlruns" / study_name).as_uri() if db else None
+
+
 class Tracker:
     def __init__(self, uri: str) -> None:
         from mlflow import MlflowClient
@@ -117,8 +125,9 @@ class Tracker:
                 self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
             return exp.experiment_id
         try:
-            return self.client.create_experiment(study_name, tags={"bloodsearch.study": study_name,
-                                                                   EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]})
+            return self.client.create_experiment(study_name, artifact_location=artifact_location(self.uri, study_name),
+                                                 tags={"bloodsearch.study": study_name,
+                                                       EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]})
         except Exception:  # another process created it between our two calls
             exp = self.client.get_experiment_by_name(study_name)
             if exp is None:
