@@ -2,6 +2,7 @@
 bagged fold models and ensembles."""
 import json
 import math
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,37 @@ def test_a_cv_study_end_to_end(tmp_path):
     assert [set(r["probabilities"]) for r in ens_rows] == [set(data.classes)] * 2
     _, _, runs = mlflow_runs(tmp_path, "seed-fcn")
     assert any(r.data.tags.get("bloodsearch.ensemble") == "true" for r in runs)
+
+
+@pytest.mark.slow
+def test_a_fold_model_that_did_not_learn_is_left_out_of_the_trials_bag(tmp_path):
+    """The bag a --cv trial is evaluated, exported and served as averages only the fold models
+    that learned: a fold at chance would pull every prediction towards its one class."""
+    make_split_dataset(tmp_path / "data", cells_per_class=4, copies=2, test_cells=2)
+    done = run_search(tmp_path, "launch", *TINY, "--cv", "2", "--trials", "1", "--data-dir", "data", "--pruner",
+                      "none", "--quiet")
+    assert done.returncode == 0, done.stderr
+
+    def test_split():
+        out = run_search(tmp_path, "evaluate", "--study-name", "seed-fcn", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    both = test_split()
+    assert both["model"] == "the bag of its 2 fold models (mean probabilities)"
+    alone = both["splits"]["TEST"]["per_model"]["accuracy"]
+    # The record says fold 1 ended at chance, as a diverged or stuck training records it.
+    # Optuna refuses to update a finished trial, so the record is rewritten in its database.
+    trial = load(tmp_path, "seed-fcn").trials[0]
+    fits = trial.user_attrs["fits"]
+    fits[1]["converged"] = False
+    with sqlite3.connect(tmp_path / "optuna.db") as db:
+        db.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'fits'",
+                   (json.dumps(fits), trial._trial_id))
+    one = test_split()
+    assert one["model"] == "the bag of its 1 fold models (mean probabilities) (fold 1 left out: did not learn)"
+    assert one["splits"]["TEST"]["accuracy"] in (pytest.approx(alone["min"]), pytest.approx(alone["max"]))
+    assert "per_model" not in one["splits"]["TEST"]
 
 
 def test_an_ensemble_leaves_out_a_trial_whose_out_of_fold_predictions_cannot_be_read(tmp_path, monkeypatch):

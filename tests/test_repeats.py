@@ -11,7 +11,8 @@ from searchtools import FAST, load, mlflow_runs, run_search
 from preprocessing.synthetic import make_split_dataset
 
 from search.record import read_trial
-from search.repeats import SeedResult, Spread, repeat_seeds, summarize
+from search.record import FitResult
+from search.repeats import SeedResult, Spread, bag_members, left_out, repeat_seeds, summarize
 
 S = optuna.trial.TrialState
 
@@ -32,6 +33,17 @@ def test_spread_and_row_match_numpy():
     # Without TEST results the summary is of validation accuracy, and says so.
     val = summarize([SeedResult(1, 0.5, 3, True)])
     assert val.accuracy_split == "validation" and val.accuracy == Spread(0.5, 0.0, 0.5, 0.5, 1)
+
+
+def test_a_bag_keeps_the_models_that_learned_and_all_when_none_did():
+    def fits(*learned):
+        return [FitResult(seed=1, val_accuracy=0.8 if ok else 0.25, epochs_run=5, best_epoch=2, converged=ok, fold=k)
+                for k, ok in enumerate(learned)]
+
+    assert bag_members(fits(True, False, True)) == [0, 2]
+    assert left_out(fits(True, False, True), "fold") == " (fold 1 left out: did not learn)"
+    assert bag_members(fits(True, True)) == [0, 1] and left_out(fits(True, True), "fold") == ""
+    assert bag_members(fits(False, False)) == [0, 1]  # still a model to judge
 
 
 def test_repeat_seeds_are_distinct_and_shared_by_every_trial():

@@ -175,7 +175,7 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
     from preprocessing import load_dataset
 
     from search.plots import confusion_png
-    from search.repeats import Spread
+    from search.repeats import Spread, left_out
     from search.serving.predictor import check_trial_tta, from_trial, member_models
 
     from models.combine import with_tta
@@ -184,7 +184,8 @@ def evaluate_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, b
     predictor = from_trial(handle, trial, tracker, cache_dir, whole=False)
     members, kind = member_models(trial, tracker)
     models = [with_tta(m, tta) for m in (members or [predictor.model])]
-    what = (f"the bag of its {len(models)} {kind} models (mean probabilities)" if members else "the trial's model") + (
+    what = (f"the bag of its {len(models)} {kind} models (mean probabilities){left_out(trial.fits, kind)}" if members
+            else "the trial's model") + (
         f", TTA {tta}" if tta != "none" else "")
     data = load_dataset(handle.settings.data_dir, record_dir=cache_dir, grouping=handle.settings.grouping())
     held_out = evaluate_members(data, [Member(m, predictor.config.preprocess, trial.unet) for m in models],

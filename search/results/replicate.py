@@ -20,7 +20,7 @@ from preprocessing.groups import Grouping
 from studies import TrialConfig
 
 from search.errors import SearchError
-from search.repeats import RepeatSummary, SeedResult, repeat_seeds, summarize
+from search.repeats import RepeatSummary, SeedResult, bag_members, repeat_seeds, summarize
 from search.stores.tracking import Tracker, TrialRun
 
 EXPERIMENT = "replicate"
@@ -178,7 +178,8 @@ def _train_seed(rep, r: int, seed: int, tracker, parent, provider, test, test_ca
             progress(f"{f', fold {fold + 1}/{len(folds)}' if fold is not None else ''}: val "
                      f"{trained.fit.val_accuracy:.4f}, {trained.fit.epochs_run} epochs, {trained.fit.train_seconds:.0f} s")
             del trained
-        report = probs_report(test, idx, np.mean(probs, axis=0), provider.dataset.classes,
+        kept = bag_members(fits)
+        report = probs_report(test, idx, np.mean([probs[k] for k in kept], axis=0), provider.dataset.classes,
                               frozenset(provider.dataset.train.groups))
         state = "COMPLETE"
     finally:
@@ -193,7 +194,7 @@ def _train_seed(rep, r: int, seed: int, tracker, parent, provider, test, test_ca
                **{f"test_recall_{c}": m["recall"] for c, m in report["per_class"].items()}}
     run.log_metrics(metrics)
     result = SeedResult(seed, val, epochs, converged, size_mb, report["accuracy"], report["groups"]["group_accuracy"])
-    return result, {"repeat": r, "seed": seed, **metrics, "converged": converged, "models": len(fits),
+    return result, {"repeat": r, "seed": seed, **metrics, "converged": converged, "models": len(kept),
                     "confusion_matrix": report["confusion_matrix"]}
 
 

@@ -12,7 +12,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import optuna
@@ -25,7 +25,7 @@ from search.running.data import DataProvider, TrialData, confusion
 from search.running.gpus import worker_device
 from search.running.recorder import TrialRecorder, run_name, run_params, run_tags
 from search.running.requeue import requeue, vanished_file
-from search.repeats import repeat_seeds
+from search.repeats import bag_members, repeat_seeds
 from search.metrics import metric as metric_of, objective as objective_value, reported
 from search.running.oof import OutOfFold
 from search.running.training import train_saved
@@ -217,7 +217,7 @@ class Objective:
             if oof is not None:
                 run.log_artifacts(oof.save(t.held / "oof"))
             if self._keep_model(trial, value):
-                self._log_models(t, data, len(units))
+                self._log_models(t, data)
         return value
 
     def _train_unit(self, t: "_TrialModels", index: int, seed: int, fold: int | None,
@@ -280,7 +280,7 @@ class Objective:
             raise optuna.TrialPruned(f"pruned after {index + 1} of {total} {kind}s: worse than the best trial, "
                                      f"pair by pair (Wilcoxon)")
 
-    def _log_models(self, t: "_TrialModels", data, count: int) -> None:
+    def _log_models(self, t: "_TrialModels", data) -> None:
         """The models into their runs, and the trial's as an MLflow model that takes raw
         images (what predict serves)."""
         t.run.log_artifacts(t.held / "0")  # the first model: what predict used before bags
@@ -291,16 +291,17 @@ class Objective:
 
         example = data.cache.image_set.path(int(data.split.val[0]))
         t.run.log_model(lambda tracker, run_id: log_model(
-            tracker, run_id, self._predictor(t.config, data, t.held, count, t.name), t.name, example, validate=False))
+            tracker, run_id, self._predictor(t.config, data, t.held, t.recorder.fits, t.name), t.name, example, validate=False))
 
-    def _predictor(self, config: TrialConfig, data, held: Path, count: int, name: str):
+    def _predictor(self, config: TrialConfig, data, held: Path, fits: Sequence[FitResult], name: str):
         """The trial's model as `search predict` serves it: a --cv trial's bag of fold models,
         else its (first) model; with the study's test-time augmentation and U-Net."""
         from models import load_model
         from models.combine import averaged, with_tta
         from search.serving.predictor import Predictor
 
-        files = [held / str(k) / "model" / "model.keras" for k in range(count if self.settings.cv >= 2 else 1)]
+        kept = bag_members(fits) if self.settings.cv >= 2 else [0]
+        files = [held / str(k) / "model" / "model.keras" for k in kept]
         model = averaged([load_model(f) for f in files]) if len(files) > 1 else load_model(files[0])
         if self.settings.tta != "none":
             model = with_tta(model, self.settings.tta)
@@ -309,7 +310,8 @@ class Objective:
             from search.serving.unets import unet_by_digest
 
             unet = load_model(unet_by_digest(data.unet, self.settings.cache_dir, self.tracker).model_dir / "model.keras")
-        return Predictor(model, config, list(data.classes), unet, {"run": name, "tta": self.settings.tta})
+        return Predictor(model, config, list(data.classes), unet, {"run": name, "tta": self.settings.tta,
+                                                                   "members": kept})
 
     def _log_artifacts(self, trial: optuna.Trial, config: TrialConfig, data, result, seed: int,
                        run: TrialRun) -> None:

@@ -129,9 +129,12 @@ def expand(paths: Iterable[str]) -> list[Path]:
 
 
 def member_models(trial: TrialRecord, tracker) -> tuple[list, str]:
-    """The models that are the trial, from their nested runs: its K fold models (--cv) or its
-    K seed models (--repeats); ([], "") for a trial of one model."""
+    """The models that are the trial's bag, from their nested runs: its K fold models (--cv) or
+    its K seed models (--repeats), less those that did not learn (search.repeats.bag_members);
+    ([], "") for a trial of one model."""
     import tempfile
+
+    from search.repeats import bag_members
 
     if len(trial.fits) < 2:
         return [], ""
@@ -142,7 +145,8 @@ def member_models(trial: TrialRecord, tracker) -> tuple[list, str]:
                           f"found under MLflow run {trial.run_id}")
     models = []
     with tempfile.TemporaryDirectory(prefix="bloodsearch-members-") as tmp:
-        for k, run_id in enumerate(runs):
+        for k in bag_members(trial.fits):
+            run_id = runs[k]
             try:
                 models.append(load_model(tracker.download(run_id, "model/model.keras", Path(tmp) / str(k))))
             except Exception:
@@ -195,8 +199,10 @@ def from_trial(handle, trial: TrialRecord, tracker, cache_dir: str | None, tta: 
     if whole and trial.cv:
         from models.combine import averaged
 
+        from search.repeats import left_out
+
         members, _ = member_models(trial, tracker)
-        model, what = averaged(members), f"the bag of its {len(members)} fold models"
+        model, what = averaged(members), f"the bag of its {len(members)} fold models{left_out(trial.fits, 'fold')}"
     if tta != "none":
         from models.combine import with_tta
 
