@@ -190,11 +190,13 @@ def report(args: argparse.Namespace) -> None:
                "fit_hours_complete_trials": round(training, 2)}
     # Without replications, the winner (the objective's best) and the baseline (the fixed
     # study enqueued first) stand on the campaign's own single training each.
+    chosen: dict[str, dict] = {}
     if table:
         winner = min(table, key=lambda r: r["cv_log_loss"])
         baseline = next((r for r in table if r["baseline"] and not r["baseline"].startswith("--")), None)
         for role, row in (("winner", winner), ("baseline", baseline)):
             if row is not None:
+                chosen[role] = row
                 results[role] = carried(role, row, earlier_results) or {
                     "trial": row["trial"], "test_clean_mean": round(row["test_clean_accuracy"], 4),
                     "test_clean_std": None, "seeds": 1, "resolution": row["what"].split()[1],
@@ -204,17 +206,18 @@ def report(args: argparse.Namespace) -> None:
     if "baseline" not in results and "baseline" in data:
         base = data["baseline"]
         results["baseline"] = {**summary(base["test_clean"], base["resolution"]), "source": base["source"]}
+    # A replication measured here supersedes one carried from the earlier study (the shipped
+    # model may have changed since): the trial's own training, then this one's seeds.
     for item in args.replicates:
         role, _, rest = item.partition("=")
         file, _, resolution = rest.partition(":")
-        own = results.get(role, {})
-        if (own.get("seeds") or 1) > 1:
-            raise SystemExit(f"--replicates {item}: the {role} was replicated in the earlier study already")
-        results[role] = replicate_summary(args.runs / file, resolution, own.get("test_clean_mean"))
-        if own:
-            results[role]["trial"] = own["trial"]
-            results[role]["source"] = (f"the campaign's own training and {results[role]['seeds'] - 1} seeds of "
-                                       f"`search replicate` of trial {own['trial']} on the same folds")
+        row = chosen.get(role)
+        results[role] = replicate_summary(args.runs / file, resolution, row["test_clean_accuracy"] if row else None)
+        if row:
+            trained = f" (trained as {row['from']})" if row.get("from") else ""
+            results[role]["trial"] = row["trial"]
+            results[role]["source"] = (f"the campaign's own training{trained} and {results[role]['seeds'] - 1} seeds "
+                                       f"of `search replicate` of trial {row['trial']} on the same folds")
         print(f"{role}: {results[role]}")
     if args.results:
         args.results.write_text(json.dumps(results, indent=1) + "\n")

@@ -137,15 +137,19 @@ def run_one(pg, via: str, workers: int, trial_seconds: float, per_worker: int, p
         storage = direct
         if via == "proxy":
             proxy, storage = _start_proxy(direct)
+            started_cpu = _cpu_seconds(proxy.pid)  # its imports and start-up are not the study's
         started = time.perf_counter()
         with ConnectionSampler(database, pg.port) as connections:
             results = _run_children(storage, workers, target, trial_seconds, per_process,
                                     fresh_for if via == "proxy" else None)
         wall = time.perf_counter() - started
     finally:
+        proxy_cpu = None
         if proxy is not None:
             from servicetools import stop_process_group
 
+            now = _cpu_seconds(proxy.pid)
+            proxy_cpu = now - started_cpu if now is not None and started_cpu is not None else None
             stop_process_group(proxy)
     ask = [x for r in results for x in r["ask"]]
     tell = [x for r in results for x in r["tell"]]
@@ -172,8 +176,23 @@ def run_one(pg, via: str, workers: int, trial_seconds: float, per_worker: int, p
             "ask_p50_ms": _ms(percentile(ask, 50)), "ask_p99_ms": _ms(percentile(ask, 99)),
             "tell_p50_ms": _ms(percentile(tell, 50)), "tell_p99_ms": _ms(percentile(tell, 99)),
             "asks": len(ask), "workers_ended_on_error": sum(errors.values()), "errors": errors, "exits": exits,
-            "rpcs": rpcs, "get_trials_per_trial": round(rpcs["GetTrials"] / checked["complete"], 1)
+            "rpcs": rpcs,
+            # The proxy's own CPU: how many cores one proxy needs at this load (the next step
+            # of issue 28's table is a machine where it is not sharing cores with its clients).
+            "proxy_cpu_s": proxy_cpu, "proxy_cores_busy": round(proxy_cpu / wall, 2) if proxy_cpu else None,
+            "proxy_cpu_ms_per_trial": round(1000 * proxy_cpu / checked["complete"], 1)
+            if proxy_cpu and checked["complete"] else None,
+            "get_trials_per_trial": round(rpcs["GetTrials"] / checked["complete"], 1)
             if rpcs.get("GetTrials") and checked["complete"] else None}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a live process, from /proc (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _drop(pg, database: str) -> None:
@@ -208,10 +227,12 @@ def simulate(counts: list[int], vias: list[str], trial_seconds: float, per_worke
         return
     print(f"\n{machine}; trials sleep {trial_seconds:g} s on average; PostgreSQL max_connections {MAX_CONNECTIONS}")
     print("| via | workers | trials (target) | trials/s | ask p50 / p99 ms | tell p50 / p99 ms | peak DB connections "
-          "| lost | duplicated | workers ended on an error | GetTrials per trial |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| lost | duplicated | workers ended on an error | GetTrials per trial | proxy CPU ms per trial (cores busy) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        proxy = f"{r['proxy_cpu_ms_per_trial']} ({r['proxy_cores_busy']})" if r["proxy_cpu_ms_per_trial"] else "-"
         print(f"| {r['via']} | {r['workers']} | {r['complete']} ({r['target']}) | {r['trials_per_s']} "
               f"| {r['ask_p50_ms']} / {r['ask_p99_ms']} | {r['tell_p50_ms']} / {r['tell_p99_ms']} "
               f"| {r['peak_db_connections']} | {r['lost']} | {r['duplicated']} | {r['workers_ended_on_error']} "
-              f"| {r['get_trials_per_trial'] if r['get_trials_per_trial'] is not None else '-'} |")
+              f"| {r['get_trials_per_trial'] if r['get_trials_per_trial'] is not None else '-'} "
+              f"| {proxy} |")
