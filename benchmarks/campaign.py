@@ -117,6 +117,21 @@ def spearman(table: list[dict], key: str, higher_is_better: bool) -> float | Non
     return round(float(spearmanr([sign * r[key] for r in table], [r["test_clean_accuracy"] for r in table]).statistic), 3)
 
 
+def spearman_ci(table: list[dict], key: str, higher_is_better: bool) -> tuple[float, float] | None:
+    """A 95% percentile bootstrap interval of spearman(), trials resampled in pairs: how far
+    the rank check itself can be trusted with this many trials."""
+    from scipy.stats import bootstrap, spearmanr
+
+    if len(table) < 5:
+        return None
+    sign = 1 if higher_is_better else -1
+    x = [sign * r[key] for r in table]
+    y = [r["test_clean_accuracy"] for r in table]
+    ci = bootstrap((x, y), lambda a, b: spearmanr(a, b).statistic, paired=True, vectorized=False,
+                   n_resamples=2000, method="percentile", random_state=0).confidence_interval
+    return round(float(ci.low), 2), round(float(ci.high), 2)
+
+
 def replicate_summary(path: Path, resolution: str, own: float | None = None) -> dict:
     """`search replicate --json`'s per-seed clean TEST accuracies, their mean and spread; own:
     the campaign's own training of the same configuration on the same folds (another seed),
@@ -175,7 +190,7 @@ def report(args: argparse.Namespace) -> None:
     print()
     for key, value in rho.items():
         print(f"Spearman of {key} (signed so +1 ranks as clean TEST does) against clean TEST accuracy over "
-              f"{len(table)} trials: {value}")
+              f"{len(table)} trials: {value} (95% bootstrap interval {spearman_ci(table, key, criteria[key])})")
     training = sum(r.train_seconds or 0 for r in finished(args.runs, args.study_name) if not r.warm_start) / 3600
     # Every trial's wall time, pruned ones too: with --threads 1 each is one core busy.
     from search.record import COUNTED, read_trials
@@ -244,7 +259,8 @@ def pool(args: argparse.Namespace) -> None:
         print(f"| {r['study']} | {r['trial']} | {r['what']} | {r['cv_log_loss']:.3f} | {r['test_clean_accuracy']:.3f} |")
     studies = sorted({r["study"] for r in table})
     print(f"\nSpearman of CV log-loss (signed so +1 ranks as clean TEST does) against clean TEST accuracy over "
-          f"{len(table)} trials of {len(studies)} studies ({', '.join(studies)}): {spearman(table, 'cv_log_loss', False)}")
+          f"{len(table)} trials of {len(studies)} studies ({', '.join(studies)}): {spearman(table, 'cv_log_loss', False)} "
+          f"(95% bootstrap interval {spearman_ci(table, 'cv_log_loss', False)})")
 
 
 def main() -> None:
