@@ -19,14 +19,15 @@ def repeat_seeds(base: int, repeats: int) -> list[int]:
 
 
 def bag_members(fits: Sequence) -> list[int]:
-    """Which of a trial's (or a replicated seed's) fold or seed models its bag averages: those
-    that learned (FitResult.converged). A model that ended at chance carries no signal and only
+    """Which of a trial's (or a replicated seed's) fold models its bag averages: those that
+    learned (FitResult.converged). Seed models (--repeats) are all kept: how often a seed fails
+    is what such a trial measures. A fold model that ended at chance carries no signal and only
     pulls the others' probabilities towards its one class (warmup-2's winner, replicated: the
     seed whose bag held such a fold model scored 0.833 on clean TEST, the two without 0.860
     and 0.861). The objective still charges the fold it failed: the configuration is less
     reliable, whatever its bag then scores. When none learned, all are kept, so that there is
     a model to judge."""
-    learned = [i for i, f in enumerate(fits) if f.converged]
+    learned = [i for i, f in enumerate(fits) if f.converged or f.fold is None]
     return learned or list(range(len(fits)))
 
 

@@ -44,6 +44,8 @@ def test_a_bag_keeps_the_models_that_learned_and_all_when_none_did():
     assert left_out(fits(True, False, True), "fold") == " (fold 1 left out: did not learn)"
     assert bag_members(fits(True, True)) == [0, 1] and left_out(fits(True, True), "fold") == ""
     assert bag_members(fits(False, False)) == [0, 1]  # still a model to judge
+    seeds = [FitResult(seed=k, val_accuracy=0.25, epochs_run=5, best_epoch=2, converged=k == 0) for k in range(2)]
+    assert bag_members(seeds) == [0, 1]  # --repeats measures how often a seed fails: all kept
 
 
 def test_repeat_seeds_are_distinct_and_shared_by_every_trial():
