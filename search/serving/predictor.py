@@ -129,9 +129,9 @@ def expand(paths: Iterable[str]) -> list[Path]:
 
 
 def member_models(trial: TrialRecord, tracker) -> tuple[list, str]:
-    """The models that are the trial's bag, from their nested runs: its K fold models (--cv) or
-    its K seed models (--repeats), less those that did not learn (search.repeats.bag_members);
-    ([], "") for a trial of one model."""
+    """The models that are the trial's bag, from their nested runs: its K fold models (--cv),
+    less those that did not learn, or its K seed models (--repeats), all of them
+    (search.repeats.bag_members); ([], "") for a trial of one model."""
     import tempfile
 
     from search.repeats import bag_members
